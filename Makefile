@@ -1,0 +1,52 @@
+# seqrl: the two commands are `make lab` (read and run the book) and `make test` (the whole suite).
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.seqrl-installed
+TORCH  := torch==2.13.0
+JOBS   ?= 2
+PORT   ?= 8888
+
+.PHONY: help venv lab test unit notebooks book exercises bench clean
+
+help:
+	@echo "make lab        install into .venv (first time) and open JupyterLab on notebooks/ (NO_BROWSER=1 for headless)"
+	@echo "make test       install into .venv and run unit tests + nbval over notebooks/ and solutions/"
+	@echo "make book       execute every chapter and write the HTML book to build/index.html"
+	@echo "make exercises  regenerate exercises/ from solutions/"
+	@echo "make bench      run the benchmarks in bench/"
+
+# The venv is (re)built when pyproject.toml changes. torch is installed first and pinned, so pip
+# takes the CPU wheel instead of pulling several GB of CUDA packages.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(TORCH)
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks --port=$(PORT) $(if $(NO_BROWSER),--no-browser --ServerApp.ip=127.0.0.1,)
+
+test: $(STAMP)
+	$(PY) -m pytest -n $(JOBS) --dist loadfile
+
+unit: $(STAMP)
+	$(PY) -m pytest tests
+
+notebooks: $(STAMP)
+	$(PY) -m pytest -n $(JOBS) --dist loadfile notebooks solutions
+
+book: $(STAMP)
+	$(VENV)/bin/seqrl book --out build
+
+exercises: $(STAMP)
+	$(VENV)/bin/seqrl exercises
+
+bench: $(STAMP)
+	$(PY) bench/run_all.py
+
+clean:
+	rm -rf build .pytest_cache

@@ -1,0 +1,16 @@
+"""Tiny GPT models, their sampler and the heads that read their hidden states."""
+from .gpt import GPT, GPTConfig, GPTOutput, Generation, KVCache
+from .heads import ValueHead, gather_last
+from .sampling import sample_from_logits, sampling_logprobs
+
+__all__ = [
+    "GPT",
+    "GPTConfig",
+    "GPTOutput",
+    "Generation",
+    "KVCache",
+    "ValueHead",
+    "gather_last",
+    "sample_from_logits",
+    "sampling_logprobs",
+]

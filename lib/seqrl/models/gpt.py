@@ -1,0 +1,316 @@
+"""A tiny causal transformer (GPT) with a KV cache and its hidden states exposed.
+
+Follows nanoGPT's layout (pre-LayerNorm blocks, learned positions, tied input/output embeddings)
+and adds the two things an RL book needs from a language model:
+
+* a key/value cache, so sampling ``N`` new tokens costs ``O(N)`` forward steps of one token each
+  instead of ``N`` forward passes over the whole prefix;
+* the final hidden states, so value, reward and Q heads (:mod:`seqrl.models.heads`) can sit on the
+  same trunk that writes the tokens.
+
+Padding. ``attention_mask`` (1 for real tokens, 0 for padding) handles left-padded prompts of
+different lengths: padded keys are never attended to and positions count real tokens only, so a
+row's logits do not depend on how much padding precedes it.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import NamedTuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .sampling import sample_from_logits
+
+__all__ = ["GPTConfig", "GPT", "GPTOutput", "Generation", "KVCache"]
+
+# One (keys, values) pair per layer, each (B, n_head, T_cache, head_dim).
+KVCache = list[tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass
+class GPTConfig:
+    """Every size of the model. ``block_size`` is the longest sequence (prompt + completion)."""
+
+    vocab_size: int
+    block_size: int = 64
+    n_layer: int = 2
+    n_head: int = 4
+    n_embd: int = 64
+    dropout: float = 0.0
+    bias: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"GPTConfig.{name} must be a positive int, got {value!r}")
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class GPTOutput(NamedTuple):
+    logits: torch.Tensor  # (B, T, vocab_size)
+    hidden: torch.Tensor  # (B, T, n_embd), after the final LayerNorm: what heads read
+    past: KVCache  # keys and values of every position seen so far, for the next call
+
+
+class Generation(NamedTuple):
+    tokens: torch.Tensor  # (B, N) new tokens; after a stop token, ``pad_token``
+    logprobs: torch.Tensor  # (B, N) log-probability of each new token under the sampling distribution; 0 after stop
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.n_head = config.n_head
+        self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = config.dropout
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        past: tuple[torch.Tensor, torch.Tensor] | None,
+        attn_mask: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=2)
+        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        if past is not None:
+            k = torch.cat([past[0], k], dim=2)  # (B, nh, T_past + T, hs)
+            v = torch.cat([past[1], v], dim=2)
+        dropout = self.dropout if self.training else 0.0
+        if attn_mask is None:
+            # No padding: plain causal attention, or (one new token with a cache) attend to everything.
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=past is None and T > 1)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
+        return F.dropout(self.proj(y), dropout, self.training), (k, v)
+
+
+class MLP(nn.Module):
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.proj(F.gelu(self.fc(x))))
+
+
+class Block(nn.Module):
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x, past, attn_mask):
+        attended, present = self.attn(self.ln_1(x), past, attn_mask)
+        x = x + attended
+        x = x + self.mlp(self.ln_2(x))
+        return x, present
+
+
+class GPT(nn.Module):
+    """Causal transformer language model: ``forward`` scores tokens, ``generate`` samples them."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.tok_emb = nn.Embedding(config.vocab_size, config.n_embd)
+        self.pos_emb = nn.Embedding(config.block_size, config.n_embd)
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head.weight = self.tok_emb.weight  # weight tying
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():  # GPT-2's scaled init of residual projections
+            if name.endswith("proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def num_parameters(self) -> int:
+        """Number of distinct parameters (the tied embedding counted once)."""
+        return sum(p.numel() for p in self.parameters())
+
+    @property
+    def device(self) -> torch.device:
+        return self.tok_emb.weight.device
+
+    # ------------------------------------------------------------------ scoring
+    def forward(
+        self,
+        idx: torch.Tensor,
+        past: KVCache | None = None,
+        attention_mask: torch.Tensor | None = None,
+    ) -> GPTOutput:
+        """Logits and hidden states of ``idx`` given an optional cache of earlier positions.
+
+        Args:
+            idx: ``(B, T)`` token ids.
+            past: the cache returned by the previous call (positions ``0 .. T_past - 1``).
+            attention_mask: ``(B, T_past + T)``: 1 for real tokens, 0 for padding; ``None`` = all real.
+
+        Returns:
+            :class:`GPTOutput` with ``logits (B, T, V)``, ``hidden (B, T, C)`` and the cache for
+            positions ``0 .. T_past + T - 1``.
+        """
+        B, T = self._check_idx(idx)
+        T_past = 0 if past is None else past[0][0].shape[2]
+        if past is not None and (len(past) != self.config.n_layer or past[0][0].shape[0] != B):
+            raise ValueError(
+                f"past must hold {self.config.n_layer} layers of batch {B}, "
+                f"got {len(past)} layers of batch {past[0][0].shape[0]}"
+            )
+        if T_past + T > self.config.block_size:
+            raise ValueError(
+                f"sequence of {T_past + T} tokens exceeds the model's block_size {self.config.block_size}"
+            )
+        if attention_mask is None and past is not None and T > 1:
+            # Several new tokens after a cache need the causal mask offset by T_past.
+            attention_mask = torch.ones(B, T_past + T, dtype=torch.long, device=idx.device)
+        positions, attn_mask = self._positions_and_mask(B, T, T_past, attention_mask, idx.device)
+        x = self.drop(self.tok_emb(idx) + self.pos_emb(positions))  # (B, T, C)
+        present: KVCache = []
+        for i, block in enumerate(self.blocks):
+            x, kv = block(x, None if past is None else past[i], attn_mask)
+            present.append(kv)
+        hidden = self.ln_f(x)
+        return GPTOutput(self.lm_head(hidden), hidden, present)
+
+    def _check_idx(self, idx: torch.Tensor) -> tuple[int, int]:
+        if not isinstance(idx, torch.Tensor) or idx.dim() != 2:
+            shape = tuple(idx.shape) if isinstance(idx, torch.Tensor) else type(idx).__name__
+            raise ValueError(f"idx must be a (batch, time) tensor of token ids, got {shape}")
+        if idx.dtype not in (torch.int64, torch.int32):
+            raise ValueError(f"idx must hold integer token ids, got dtype {idx.dtype}")
+        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= self.config.vocab_size):
+            raise ValueError(
+                f"token ids must be in [0, {self.config.vocab_size}), got range "
+                f"[{int(idx.min())}, {int(idx.max())}]"
+            )
+        return idx.shape[0], idx.shape[1]
+
+    def _positions_and_mask(self, B, T, T_past, attention_mask, device):
+        """Position ids ``(B, T)`` and a boolean attention mask ``(B, 1, T, T_past+T)`` or ``None``."""
+        if attention_mask is None:
+            positions = torch.arange(T_past, T_past + T, device=device).expand(B, T)
+            return positions, None
+        if attention_mask.shape != (B, T_past + T):
+            raise ValueError(
+                f"attention_mask must have shape (batch, past + new) = {(B, T_past + T)}, "
+                f"got {tuple(attention_mask.shape)}"
+            )
+        real = attention_mask.to(device=device, dtype=torch.bool)
+        # A token's position is the number of real tokens before it, so left padding shifts nothing.
+        positions = (real.long().cumsum(dim=1) - 1).clamp(min=0)[:, T_past:]  # (B, T)
+        query_pos = torch.arange(T_past, T_past + T, device=device)[:, None]  # (T, 1)
+        key_pos = torch.arange(T_past + T, device=device)[None, :]  # (1, T_past + T)
+        causal = key_pos <= query_pos  # (T, T_past + T)
+        allowed = causal[None] & real[:, None, :]  # (B, T, T_past + T)
+        # Every query may see itself, so a padding query has a non-empty row (no NaN); its output
+        # is never read.
+        allowed = allowed | (key_pos == query_pos)[None]
+        return positions, allowed[:, None]  # (B, 1, T, T_past + T)
+
+    # ------------------------------------------------------------------ sampling
+    @torch.no_grad()
+    def generate(
+        self,
+        idx: torch.Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        use_cache: bool = True,
+        stop_token: int | None = None,
+        generator: torch.Generator | None = None,
+        attention_mask: torch.Tensor | None = None,
+        pad_token: int | None = None,
+    ) -> Generation:
+        r"""Sample ``max_new_tokens`` tokens after the prompts ``idx``.
+
+        Each step draws :math:`y_t \sim \operatorname{softmax}(z_t/\tau)` (restricted to the
+        ``top_k`` largest logits if given) with :func:`~seqrl.models.sampling.sample_from_logits`
+        and records :math:`\log\pi(y_t \mid x, y_{<t})` under that same distribution.
+
+        Args:
+            idx: ``(B, T)`` prompts (left-padded when of different lengths, with ``attention_mask``).
+            max_new_tokens: number of tokens to sample.
+            temperature: :math:`\tau`; 0 means greedy.
+            top_k: sample only among the ``k`` most likely tokens.
+            use_cache: reuse keys and values of earlier positions (fast); ``False`` recomputes the
+                whole prefix every step (the slow reference, same tokens).
+            stop_token: a row that samples this token stops; later slots hold ``pad_token``.
+            generator: ``torch.Generator`` for reproducible sampling.
+            attention_mask: ``(B, T)``, 1 for real prompt tokens, 0 for left padding.
+            pad_token: filler after ``stop_token`` (default: ``stop_token``).
+
+        Returns:
+            :class:`Generation` ``(tokens (B, N), logprobs (B, N))``.
+        """
+        B, T = self._check_idx(idx)
+        if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens must be a non-negative int, got {max_new_tokens!r}")
+        if T == 0:
+            raise ValueError("generate needs a prompt of at least one token (e.g. BOS)")
+        if T + max_new_tokens > self.config.block_size:
+            raise ValueError(
+                f"prompt ({T}) + max_new_tokens ({max_new_tokens}) exceeds block_size "
+                f"{self.config.block_size}"
+            )
+        pad = stop_token if pad_token is None else pad_token
+        tokens = idx.new_full((B, max_new_tokens), pad if pad is not None else 0)
+        logprobs = torch.zeros(B, max_new_tokens, device=idx.device)
+        running = torch.ones(B, dtype=torch.bool, device=idx.device)
+        mask = None if attention_mask is None else attention_mask.to(idx.device).long()
+
+        was_training = self.training
+        self.eval()
+        try:
+            seq, past, step_input = idx, None, idx
+            for t in range(max_new_tokens):
+                if use_cache:
+                    out = self(step_input, past=past, attention_mask=mask)
+                    past = out.past
+                else:
+                    out = self(seq, attention_mask=mask)
+                next_token, next_logprob = sample_from_logits(out.logits[:, -1], temperature, top_k, generator)
+                if stop_token is not None:
+                    next_token = torch.where(running, next_token, tokens[:, t])
+                    next_logprob = next_logprob * running
+                tokens[:, t] = next_token
+                logprobs[:, t] = next_logprob
+                if stop_token is not None:
+                    running &= next_token != stop_token
+                    if not running.any():
+                        break
+                step_input = next_token[:, None]
+                seq = torch.cat([seq, step_input], dim=1)
+                if mask is not None:
+                    mask = torch.cat([mask, mask.new_ones(B, 1)], dim=1)
+        finally:
+            self.train(was_training)
+        return Generation(tokens, logprobs)

@@ -1,0 +1,16 @@
+"""Text: tokenizers with special tokens, padding helpers, and synthetic corpora."""
+from .batching import IGNORE_INDEX, lm_inputs_and_targets, pad_batch, response_mask
+from .corpora import SentenceGrammar
+from .tokenizer import SPECIAL_TOKENS, CharTokenizer, Tokenizer, WordTokenizer
+
+__all__ = [
+    "IGNORE_INDEX",
+    "SPECIAL_TOKENS",
+    "CharTokenizer",
+    "SentenceGrammar",
+    "Tokenizer",
+    "WordTokenizer",
+    "lm_inputs_and_targets",
+    "pad_batch",
+    "response_mask",
+]

@@ -1,0 +1,77 @@
+"""Padding sequences into batches, and the masks that say which positions are real.
+
+Two sides, two uses: *right* padding for training (every row starts at position 0, padding at the
+end is masked out of the loss); *left* padding for generation (every prompt ends at the same
+column, so new tokens are appended in one column for the whole batch; pass the mask to
+``GPT.forward``/``generate`` so positions and attention ignore the padding).
+"""
+from __future__ import annotations
+
+from typing import Literal, Sequence
+
+import torch
+
+__all__ = ["pad_batch", "response_mask", "lm_inputs_and_targets", "IGNORE_INDEX"]
+
+IGNORE_INDEX = -100  # targets with this value are skipped by F.cross_entropy
+
+
+def pad_batch(
+    sequences: Sequence[Sequence[int]],
+    pad_id: int,
+    side: Literal["left", "right"] = "right",
+    length: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pad token-id lists into ``tokens (B, L)`` and ``mask (B, L)`` (1 = real, 0 = pad).
+
+    Args:
+        sequences: lists (or 1-D tensors) of token ids, possibly of different lengths.
+        pad_id: id written into padded slots.
+        side: ``"right"`` (training) or ``"left"`` (prompts for generation).
+        length: pad to this length (default: the longest sequence); shorter raises ``ValueError``.
+    """
+    if side not in ("left", "right"):
+        raise ValueError(f"side must be 'left' or 'right', got {side!r}")
+    if len(sequences) == 0:
+        raise ValueError("pad_batch needs at least one sequence")
+    rows = [torch.as_tensor(list(s) if not isinstance(s, torch.Tensor) else s, dtype=torch.long) for s in sequences]
+    for i, row in enumerate(rows):
+        if row.dim() != 1:
+            raise ValueError(f"sequence {i} must be 1-D, got shape {tuple(row.shape)}")
+    longest = max(len(row) for row in rows)
+    length = longest if length is None else length
+    if length < longest:
+        raise ValueError(f"length={length} is shorter than the longest sequence ({longest})")
+    tokens = torch.full((len(rows), length), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), length), dtype=torch.long)
+    for i, row in enumerate(rows):
+        n = len(row)
+        if n == 0:
+            continue
+        cols = slice(0, n) if side == "right" else slice(length - n, length)
+        tokens[i, cols] = row
+        mask[i, cols] = 1
+    return tokens, mask
+
+
+def response_mask(tokens: torch.Tensor, stop_token: int) -> torch.Tensor:
+    """Mask ``(B, N)`` of a generated response: 1 up to and including the first ``stop_token``.
+
+    Positions after the stop token (padding) are 0; a row that never stops is all ones.
+    """
+    if tokens.dim() != 2:
+        raise ValueError(f"tokens must be (batch, time), got shape {tuple(tokens.shape)}")
+    is_stop = (tokens == stop_token).long()
+    stops_before = is_stop.cumsum(dim=1) - is_stop  # number of stop tokens strictly before t
+    return (stops_before == 0).long()
+
+
+def lm_inputs_and_targets(tokens: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Next-token prediction pairs from right-padded ``tokens``: ``inputs = x[:, :-1]``,
+    ``targets = x[:, 1:]`` with padded targets set to :data:`IGNORE_INDEX`."""
+    if tokens.shape != mask.shape or tokens.dim() != 2:
+        raise ValueError(f"tokens and mask must be equal (batch, time) shapes, got {tuple(tokens.shape)} and {tuple(mask.shape)}")
+    if tokens.shape[1] < 2:
+        raise ValueError("sequences need at least two tokens to form next-token targets")
+    targets = tokens[:, 1:].masked_fill(mask[:, 1:] == 0, IGNORE_INDEX)
+    return tokens[:, :-1], targets

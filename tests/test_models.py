@@ -1,0 +1,146 @@
+"""The tiny GPT: shapes, the KV cache, padding, sampling and heads."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from seqrl.models import GPT, GPTConfig, ValueHead, gather_last, sample_from_logits, sampling_logprobs
+
+
+def test_forward_returns_logits_hidden_and_cache(small_gpt):
+    idx = torch.randint(0, 23, (3, 7))
+    out = small_gpt(idx)
+    assert out.logits.shape == (3, 7, 23)
+    assert out.hidden.shape == (3, 7, 32)
+    assert len(out.past) == 2
+    assert out.past[0][0].shape == (3, 2, 7, 16)
+
+
+def test_forward_is_causal(small_gpt):
+    idx = torch.randint(0, 23, (2, 10))
+    changed = idx.clone()
+    changed[:, 6:] = (changed[:, 6:] + 1) % 23
+    a, b = small_gpt(idx).logits, small_gpt(changed).logits
+    torch.testing.assert_close(a[:, :6], b[:, :6])
+    assert not torch.allclose(a[:, 6:], b[:, 6:])
+
+
+def test_incremental_forward_with_cache_matches_full_forward(small_gpt):
+    idx = torch.randint(0, 23, (2, 12))
+    full = small_gpt(idx)
+    first = small_gpt(idx[:, :5])
+    rest = small_gpt(idx[:, 5:], past=first.past)
+    torch.testing.assert_close(rest.logits, full.logits[:, 5:], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(rest.hidden, full.hidden[:, 5:], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("temperature,top_k", [(1.0, None), (0.7, None), (1.3, 5), (0.0, None)])
+def test_sampling_with_cache_gives_the_same_tokens_as_without(small_gpt, temperature, top_k):
+    prompts = torch.randint(0, 23, (16, 3))
+    kwargs = dict(max_new_tokens=40, temperature=temperature, top_k=top_k)
+    cached = small_gpt.generate(prompts, use_cache=True, generator=torch.Generator().manual_seed(7), **kwargs)
+    uncached = small_gpt.generate(prompts, use_cache=False, generator=torch.Generator().manual_seed(7), **kwargs)
+    assert torch.equal(cached.tokens, uncached.tokens)
+    torch.testing.assert_close(cached.logprobs, uncached.logprobs, atol=1e-5, rtol=1e-5)
+
+
+def test_generate_is_deterministic_given_the_generator(small_gpt):
+    prompts = torch.zeros(4, 1, dtype=torch.long)
+    a = small_gpt.generate(prompts, 20, generator=torch.Generator().manual_seed(3))
+    b = small_gpt.generate(prompts, 20, generator=torch.Generator().manual_seed(3))
+    c = small_gpt.generate(prompts, 20, generator=torch.Generator().manual_seed(4))
+    assert torch.equal(a.tokens, b.tokens)
+    assert not torch.equal(a.tokens, c.tokens)
+
+
+def test_generated_logprobs_are_the_models_logprobs(small_gpt):
+    """The sampler and the scorer use the same distribution: re-scoring gives the same numbers."""
+    prompts = torch.randint(0, 23, (5, 4))
+    out = small_gpt.generate(prompts, 10, temperature=0.8, generator=torch.Generator().manual_seed(0))
+    seq = torch.cat([prompts, out.tokens], dim=1)
+    logits = small_gpt(seq).logits[:, 3:-1] / 0.8
+    rescored = F.log_softmax(logits, -1).gather(-1, out.tokens[..., None]).squeeze(-1)
+    torch.testing.assert_close(out.logprobs, rescored, atol=1e-5, rtol=1e-5)
+
+
+def test_stop_token_ends_a_row_and_pads_the_rest(small_gpt):
+    prompts = torch.randint(0, 23, (32, 2))
+    out = small_gpt.generate(prompts, 30, stop_token=5, pad_token=0, generator=torch.Generator().manual_seed(1))
+    stopped = 0
+    for row, logprobs in zip(out.tokens, out.logprobs):
+        hits = (row == 5).nonzero()
+        if len(hits):
+            stopped += 1
+            first = int(hits[0])
+            assert (row[first + 1 :] == 0).all()
+            assert (logprobs[first + 1 :] == 0).all()
+    assert stopped > 0
+
+
+def test_left_padding_does_not_change_logits_or_samples(small_gpt):
+    prompt = torch.randint(1, 23, (1, 5))
+    padded = torch.cat([torch.zeros(1, 4, dtype=torch.long), prompt], dim=1)
+    mask = torch.tensor([[0] * 4 + [1] * 5])
+    torch.testing.assert_close(small_gpt(padded, attention_mask=mask).logits[:, 4:], small_gpt(prompt).logits, atol=1e-5, rtol=1e-5)
+    plain = small_gpt.generate(prompt, 15, generator=torch.Generator().manual_seed(2)).tokens
+    for use_cache in (True, False):
+        left = small_gpt.generate(padded, 15, attention_mask=mask, use_cache=use_cache, generator=torch.Generator().manual_seed(2))
+        assert torch.equal(left.tokens, plain)
+
+
+def test_bad_input_gives_clear_errors(small_gpt):
+    with pytest.raises(ValueError, match="batch, time"):
+        small_gpt(torch.zeros(5, dtype=torch.long))
+    with pytest.raises(ValueError, match="integer token ids"):
+        small_gpt(torch.zeros(1, 3))
+    with pytest.raises(ValueError, match=r"token ids must be in \[0, 23\)"):
+        small_gpt(torch.tensor([[1, 99]]))
+    with pytest.raises(ValueError, match="block_size"):
+        small_gpt(torch.zeros(1, 49, dtype=torch.long))
+    with pytest.raises(ValueError, match="block_size"):
+        small_gpt.generate(torch.zeros(1, 10, dtype=torch.long), 40)
+    with pytest.raises(ValueError, match="attention_mask"):
+        small_gpt(torch.zeros(2, 3, dtype=torch.long), attention_mask=torch.ones(2, 4))
+    with pytest.raises(ValueError, match="divisible"):
+        GPTConfig(vocab_size=10, n_embd=30, n_head=4)
+    with pytest.raises(ValueError, match="vocab_size"):
+        GPTConfig(vocab_size=0)
+
+
+def test_sampling_frequencies_match_the_distribution():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.2, 0.0]])).expand(20000, 4)
+    tokens, logprobs = sample_from_logits(logits, generator=torch.Generator().manual_seed(0))
+    freq = torch.bincount(tokens, minlength=4).float() / len(tokens)
+    torch.testing.assert_close(freq, torch.tensor([0.5, 0.3, 0.2, 0.0]), atol=0.015, rtol=0)
+    torch.testing.assert_close(logprobs.exp(), torch.tensor([0.5, 0.3, 0.2])[tokens])
+
+
+def test_top_k_and_temperature_shape_the_sampling_distribution():
+    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0]])
+    top2 = sampling_logprobs(logits, 1.0, top_k=2).exp()
+    torch.testing.assert_close(top2, torch.tensor([[1 / (1 + torch.e**-1), 1 / (1 + torch.e), 0.0, 0.0]]))
+    cold = sampling_logprobs(logits, 0.5).exp()
+    torch.testing.assert_close(cold, torch.softmax(logits / 0.5, -1))
+    with pytest.raises(ValueError, match="temperature"):
+        sampling_logprobs(logits, 0.0)
+
+
+def test_value_head_zero_init_and_gather_last():
+    head = ValueHead(8)
+    assert torch.equal(head(torch.randn(2, 5, 8)), torch.zeros(2, 5))
+    values = torch.arange(12.0).view(2, 6)
+    mask = torch.tensor([[1, 1, 1, 0, 0, 0], [0, 1, 1, 1, 1, 1]])
+    assert gather_last(values, mask).tolist() == [2.0, 11.0]
+    with pytest.raises(ValueError, match="features"):
+        head(torch.randn(2, 7))
+    with pytest.raises(ValueError, match="at least one real"):
+        gather_last(values, torch.zeros(2, 6))
+
+
+def test_value_head_reads_the_trunk_and_gets_gradients(small_gpt):
+    head = ValueHead(small_gpt.config.n_embd, init="normal")
+    values = head(small_gpt(torch.randint(0, 23, (2, 6))).hidden)
+    values.sum().backward()
+    assert values.shape == (2, 6)
+    assert small_gpt.tok_emb.weight.grad is not None and small_gpt.tok_emb.weight.grad.abs().sum() > 0

@@ -1,0 +1,104 @@
+"""The recipe registry and its on-disk cache: train once, verify on load, rebuild what is broken."""
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+from seqrl import pretrained
+from seqrl.pretrained import Recipe, cache_path, recipes, register
+from seqrl.recipes import build_sentences
+
+BUILDS = {"count": 0}
+
+
+def _build_tiny(seed: int, steps: int = 20) -> "pretrained.Pretrained":
+    BUILDS["count"] += 1
+    return build_sentences(seed, n_train=300, n_val=50, steps=steps, batch_size=16, n_layer=1, n_embd=16, n_head=2)
+
+
+TINY = register(Recipe(name="test-tiny", description="a seconds-long recipe for tests", build=_build_tiny, params={"steps": 20}))
+
+
+def _weights(model) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_first_call_trains_and_caches_then_loads(tmp_path):
+    BUILDS["count"] = 0
+    first = pretrained("test-tiny", directory=tmp_path)
+    assert BUILDS["count"] == 1
+    assert first.path == cache_path("test-tiny", tmp_path) and first.path.exists()
+    second = pretrained("test-tiny", directory=tmp_path)
+    assert BUILDS["count"] == 1, "a valid cached file must be loaded, not retrained"
+    for key, value in _weights(first.model).items():
+        assert torch.equal(value, second.model.state_dict()[key])
+    assert second.tokenizer == first.tokenizer
+    assert second.history.train_loss == first.history.train_loss
+    assert set(second.metrics) >= {"train_loss", "val_loss", "grammatical"}
+    assert not second.model.training
+    assert not list(tmp_path.glob("*.tmp")), "no temporary files may be left behind"
+
+
+def test_cache_dir_comes_from_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("SEQRL_CACHE", str(tmp_path / "elsewhere"))
+    result = pretrained("test-tiny")
+    assert result.path.parent == tmp_path / "elsewhere"
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "flip-weights", "empty"])
+def test_a_corrupt_cache_file_is_rebuilt_with_a_warning(tmp_path, damage):
+    good = pretrained("test-tiny", directory=tmp_path)
+    reference = _weights(good.model)
+    path = good.path
+    if damage == "truncate":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    elif damage == "garbage":
+        path.write_bytes(b"not a checkpoint")
+    elif damage == "empty":
+        path.write_bytes(b"")
+    else:
+        payload = torch.load(path, weights_only=True)
+        key = next(iter(payload["state_dict"]))
+        payload["state_dict"][key] = payload["state_dict"][key] + 1.0
+        torch.save(payload, path)
+    BUILDS["count"] = 0
+    with pytest.warns(RuntimeWarning, match="rebuilding"):
+        rebuilt = pretrained("test-tiny", directory=tmp_path)
+    assert BUILDS["count"] == 1
+    for key, value in reference.items():  # the recipe is deterministic: the same weights come back
+        assert torch.equal(value, rebuilt.model.state_dict()[key])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pretrained("test-tiny", directory=tmp_path)  # now valid: loads silently
+
+
+def test_a_missing_file_is_rebuilt(tmp_path):
+    first = pretrained("test-tiny", directory=tmp_path)
+    first.path.unlink()
+    BUILDS["count"] = 0
+    again = pretrained("test-tiny", directory=tmp_path)
+    assert BUILDS["count"] == 1 and again.path.exists()
+
+
+def test_unknown_recipe_names_the_known_ones():
+    with pytest.raises(KeyError, match="sentences"):
+        pretrained("no-such-model")
+
+
+def test_fingerprint_depends_on_hyperparameters_and_registration_is_guarded():
+    other = Recipe(name="test-tiny", description="", build=_build_tiny, params={"steps": 21})
+    assert other.fingerprint() != TINY.fingerprint()
+    with pytest.raises(ValueError, match="already registered"):
+        register(other)
+    register(TINY)  # the same recipe again is fine (re-running a notebook cell)
+
+
+def test_builtin_sentences_recipe_is_registered_and_deterministic():
+    assert "sentences" in recipes()
+    a = build_sentences(0, n_train=200, n_val=20, steps=5, batch_size=8, n_layer=1, n_embd=16, n_head=2)
+    b = build_sentences(0, n_train=200, n_val=20, steps=5, batch_size=8, n_layer=1, n_embd=16, n_head=2)
+    for key, value in a.model.state_dict().items():
+        assert torch.equal(value, b.model.state_dict()[key])
+    assert a.history.train_loss == b.history.train_loss
