@@ -8,7 +8,7 @@ import torch
 
 from seqrl import pretrained
 from seqrl.pretrained import Recipe, cache_path, recipes, register
-from seqrl.recipes import build_sentences
+from seqrl.zoo import build_sentences
 
 BUILDS = {"count": 0}
 

@@ -76,7 +76,7 @@ def register(recipe: Recipe) -> Recipe:
 
 def recipes() -> dict[str, Recipe]:
     """All registered recipes by name (the built-in ones are loaded on first use)."""
-    from . import recipes as _builtin  # noqa: F401  (registers the book's recipes)
+    from . import zoo as _builtin  # noqa: F401  (registers the book's recipes)
 
     return dict(_REGISTRY)
 

@@ -1,4 +1,5 @@
 """Plots and interactive explorers used by the chapters."""
-from .style import caption, use_style, PALETTE
+from .plots import moving_average, plot_training_curve
+from .style import PALETTE, caption, use_style
 
-__all__ = ["caption", "use_style", "PALETTE"]
+__all__ = ["PALETTE", "caption", "moving_average", "plot_training_curve", "use_style"]

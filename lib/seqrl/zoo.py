@@ -1,4 +1,4 @@
-"""The book's pretrained recipes. Each trains a tiny GPT on data that ``seqrl.text`` generates.
+"""The book's model zoo: pretrained recipes, each training a tiny GPT on data that ``seqrl.text`` generates.
 
 ``sentences``: a character-level GPT (~0.1M parameters) on sentences of
 :class:`~seqrl.text.SentenceGrammar`; the model of chapter 00, and the first example of a

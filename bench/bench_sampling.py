@@ -1,0 +1,60 @@
+"""Sampling speed: the tiny GPT's KV-cache ``generate`` against the same model without the cache.
+
+Measures 128 new tokens for a batch of 64 prompts (one ``<bos>``-like token each) at three model
+sizes, and checks on the way that both paths sample identical tokens from the same seed.
+Run: ``python bench/bench_sampling.py`` (or ``make bench``).
+"""
+from __future__ import annotations
+
+import torch
+
+import seqrl
+from seqrl.models import GPT, GPTConfig
+
+from common import print_table, time_call, write_json
+
+SIZES = {
+    "0.1M": dict(n_layer=2, n_head=4, n_embd=64),
+    "0.8M": dict(n_layer=4, n_head=4, n_embd=128),
+    "6M": dict(n_layer=6, n_head=6, n_embd=288),
+}
+
+
+def main(batch: int = 64, new_tokens: int = 128, vocab: int = 32) -> list[dict]:
+    seqrl.configure_threads()
+    device = seqrl.device()
+    rows = []
+    for name, dims in SIZES.items():
+        seqrl.seed_everything(0)
+        model = GPT(GPTConfig(vocab_size=vocab, block_size=new_tokens + 1, **dims)).to(device).eval()
+        prompts = torch.ones(batch, 1, dtype=torch.long, device=device)
+
+        outputs = {}
+
+        def run(use_cache: bool):
+            generator = torch.Generator(device=device).manual_seed(0)
+            outputs[use_cache] = model.generate(prompts, new_tokens, use_cache=use_cache, generator=generator)
+
+        cached = time_call(lambda: run(True))
+        uncached = time_call(lambda: run(False), repeats=1, warmup=0)  # slow: one run is enough
+        identical = torch.equal(outputs[True].tokens, outputs[False].tokens)
+        rows.append(
+            {
+                "model": name,
+                "parameters": model.num_parameters(),
+                "cache_s": round(cached, 3),
+                "no_cache_s": round(uncached, 3),
+                "speedup": round(uncached / cached, 1),
+                "tokens_per_s_cached": int(batch * new_tokens / cached),
+                "identical_tokens": identical,
+            }
+        )
+    print(f"Sampling {new_tokens} new tokens for a batch of {batch} on {device}")
+    print_table(rows, list(rows[0]))
+    path = write_json("sampling", {"batch": batch, "new_tokens": new_tokens, "rows": rows})
+    print(f"wrote {path}")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
