@@ -1,20 +1,13 @@
-"""The exercises ``seqrl.grading.check`` knows by name: ``CATALOG`` maps a name to a factory.
-
-This module is imported on the first ``check``, not with ``seqrl.grading``. Each factory builds an
-:class:`~seqrl.grading.checks.Exercise`: the reference from ``seqrl`` (one implementation of each
-idea), the cases, and the typical wrong answers written as code, each with its hint. A case list is
-good when every wrong answer fails at least one case and no two wrong answers agree on all the cases
-the first one fails, so each mistake gets its own hint (tests/test_grading.py checks this).
-"""
+"""Exercise ex01: discounted returns (reward-to-go)."""
 from __future__ import annotations
 
 from collections.abc import Callable
 
 import torch
 
-from .checks import Case, Exercise, WrongAnswer
+from ..checks import Case, Exercise, WrongAnswer
 
-__all__ = ["CATALOG"]
+__all__ = ["EXERCISES"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -132,6 +125,6 @@ def discounted_returns_exercise() -> Exercise:
     return Exercise("discounted_returns", _returns_reference, cases, wrong_answers)
 
 
-CATALOG: dict[str, Callable[[], Exercise]] = {
+EXERCISES: dict[str, Callable[[], Exercise]] = {
     "discounted_returns": discounted_returns_exercise,
 }
