@@ -144,3 +144,17 @@ def test_value_head_reads_the_trunk_and_gets_gradients(small_gpt):
     values.sum().backward()
     assert values.shape == (2, 6)
     assert small_gpt.tok_emb.weight.grad is not None and small_gpt.tok_emb.weight.grad.abs().sum() > 0
+
+
+def test_inputs_embeds_feed_the_same_trunk(small_gpt):
+    idx = torch.randint(0, 23, (2, 5))
+    from_ids = small_gpt(idx)
+    from_vectors = small_gpt(None, inputs_embeds=small_gpt.tok_emb(idx))
+    torch.testing.assert_close(from_ids.logits, from_vectors.logits)
+    first = small_gpt(None, inputs_embeds=small_gpt.tok_emb(idx[:, :3]))
+    rest = small_gpt(None, past=first.past, inputs_embeds=small_gpt.tok_emb(idx[:, 3:]))
+    torch.testing.assert_close(rest.hidden, from_ids.hidden[:, 3:], atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="exactly one"):
+        small_gpt(idx, inputs_embeds=small_gpt.tok_emb(idx))
+    with pytest.raises(ValueError, match="inputs_embeds must have shape"):
+        small_gpt(None, inputs_embeds=torch.randn(2, 5, 7))

@@ -163,22 +163,36 @@ class GPT(nn.Module):
     # ------------------------------------------------------------------ scoring
     def forward(
         self,
-        idx: torch.Tensor,
+        idx: torch.Tensor | None,
         past: KVCache | None = None,
         attention_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
     ) -> GPTOutput:
         """Logits and hidden states of ``idx`` given an optional cache of earlier positions.
 
         Args:
-            idx: ``(B, T)`` token ids.
+            idx: ``(B, T)`` token ids, or ``None`` when ``inputs_embeds`` is given.
             past: the cache returned by the previous call (positions ``0 .. T_past - 1``).
             attention_mask: ``(B, T_past + T)``: 1 for real tokens, 0 for padding; ``None`` = all real.
+            inputs_embeds: ``(B, T, n_embd)`` input vectors used instead of token embeddings, so the
+                same trunk can read continuous observations (a POMDP history) as well as text.
 
         Returns:
             :class:`GPTOutput` with ``logits (B, T, V)``, ``hidden (B, T, C)`` and the cache for
             positions ``0 .. T_past + T - 1``.
         """
-        B, T = self._check_idx(idx)
+        if (idx is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of idx (token ids) and inputs_embeds (input vectors)")
+        if inputs_embeds is not None:
+            if inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != self.config.n_embd:
+                raise ValueError(
+                    f"inputs_embeds must have shape (batch, time, {self.config.n_embd}), got {tuple(inputs_embeds.shape)}"
+                )
+            B, T = inputs_embeds.shape[:2]
+            device = inputs_embeds.device
+        else:
+            B, T = self._check_idx(idx)
+            device = idx.device
         T_past = 0 if past is None else past[0][0].shape[2]
         if past is not None and (len(past) != self.config.n_layer or past[0][0].shape[0] != B):
             raise ValueError(
@@ -191,9 +205,10 @@ class GPT(nn.Module):
             )
         if attention_mask is None and past is not None and T > 1:
             # Several new tokens after a cache need the causal mask offset by T_past.
-            attention_mask = torch.ones(B, T_past + T, dtype=torch.long, device=idx.device)
-        positions, attn_mask = self._positions_and_mask(B, T, T_past, attention_mask, idx.device)
-        x = self.drop(self.tok_emb(idx) + self.pos_emb(positions))  # (B, T, C)
+            attention_mask = torch.ones(B, T_past + T, dtype=torch.long, device=device)
+        positions, attn_mask = self._positions_and_mask(B, T, T_past, attention_mask, device)
+        inputs = self.tok_emb(idx) if inputs_embeds is None else inputs_embeds
+        x = self.drop(inputs + self.pos_emb(positions))  # (B, T, C)
         present: KVCache = []
         for i, block in enumerate(self.blocks):
             x, kv = block(x, None if past is None else past[i], attn_mask)
