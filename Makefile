@@ -6,6 +6,8 @@ STAMP  := $(VENV)/.seqrl-installed
 TORCH  := torch==2.13.0
 JOBS   ?= 2
 PORT   ?= 8888
+# JupyterLab refuses to run as root unless told; containers and CI machines often are root.
+ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 .PHONY: help venv lab test unit notebooks book exercises bench clean
 
@@ -28,7 +30,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab --notebook-dir=notebooks --port=$(PORT) $(if $(NO_BROWSER),--no-browser --ServerApp.ip=127.0.0.1,)
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks --port=$(PORT) $(ROOT_FLAG) $(if $(NO_BROWSER),--no-browser --ServerApp.ip=127.0.0.1,)
 
 test: $(STAMP)
 	$(PY) -m pytest -n $(JOBS) --dist loadfile
