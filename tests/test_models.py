@@ -158,3 +158,21 @@ def test_inputs_embeds_feed_the_same_trunk(small_gpt):
         small_gpt(idx, inputs_embeds=small_gpt.tok_emb(idx))
     with pytest.raises(ValueError, match="inputs_embeds must have shape"):
         small_gpt(None, inputs_embeds=torch.randn(2, 5, 7))
+
+
+def test_sample_completions_left_pads_prompts_and_masks_after_eos():
+    from seqrl.models import sample_completions
+    from seqrl.text import CharTokenizer
+
+    tok = CharTokenizer(tuple("ab"))
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=16, n_layer=1, n_head=1, n_embd=8))
+    out = sample_completions(model, tok, ["a", "abab", ""], 6, generator=torch.Generator().manual_seed(0))
+    assert out.prompt_tokens.shape == (3, 5) and out.prompt_mask.tolist()[2] == [0, 0, 0, 0, 1]
+    assert out.tokens.shape == out.mask.shape == out.logprobs.shape
+    for row, mask, finished in zip(out.tokens, out.mask, out.finished):
+        if finished:
+            eos = int((row == tok.eos_id).nonzero()[0])
+            assert mask[: eos + 1].all() and not mask[eos + 1 :].any()
+            assert (row[eos + 1 :] == tok.pad_id).all()
+    assert out.sequences.shape == (3, 11) and out.attention_mask.shape == (3, 11)

@@ -102,3 +102,15 @@ def test_builtin_sentences_recipe_is_registered_and_deterministic():
     for key, value in a.model.state_dict().items():
         assert torch.equal(value, b.model.state_dict()[key])
     assert a.history.train_loss == b.history.train_loss
+
+
+def test_review_and_addition_recipes_train_and_report_task_metrics():
+    from seqrl.zoo import build_addition, build_reviews
+
+    small = dict(n_train=300, n_val=50, steps=10, batch_size=16, n_layer=1, n_embd=16, n_head=2)
+    reviews = build_reviews(0, **small)
+    assert {"grammatical", "mean_gold", "val_loss"} <= set(reviews.metrics)
+    assert reviews.tokenizer.vocab_size == 27
+    addition = build_addition(0, **small)
+    assert 0.0 <= addition.metrics["sampled_accuracy"] <= 1.0 and "greedy_accuracy" in addition.metrics
+    assert {"reviews", "addition", "sentences"} <= set(recipes())

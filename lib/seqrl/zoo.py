@@ -1,31 +1,72 @@
 """The book's model zoo: pretrained recipes, each training a tiny GPT on data that ``seqrl.text`` generates.
 
-``sentences``: a character-level GPT (~0.1M parameters) on sentences of
-:class:`~seqrl.text.SentenceGrammar`; the model of chapter 00, and the first example of a
-sequence model that later parts turn into a policy.
+* ``sentences``: a character-level GPT (~0.1M parameters) on sentences of
+  :class:`~seqrl.text.SentenceGrammar`; the model of chapter 00.
+* ``reviews``: a word-level GPT on :class:`~seqrl.text.ReviewGrammar` reviews; the reference
+  policy of the RLHF chapters, scored by the hidden gold reader.
+* ``addition``: a character-level GPT on ``a+b=`` sums with plausible mistakes; the verifiable-
+  reward task whose answers can be enumerated exactly.
 """
 from __future__ import annotations
 
 import torch
 
+from .models.completions import sample_completions
 from .models.gpt import GPT, GPTConfig
-from .models.training import train_language_model
+from .models.training import TrainHistory, train_language_model
 from .pretrained import Pretrained, Recipe, register
 from .text.batching import pad_batch
+from .text.arithmetic import AdditionTask
 from .text.corpora import SentenceGrammar
-from .text.tokenizer import CharTokenizer
+from .text.reviews import ReviewGrammar
+from .text.tokenizer import CharTokenizer, Tokenizer
 from .utils import configure_threads, device, seed_everything
 
-__all__ = ["build_sentences", "encode_corpus"]
+__all__ = ["build_addition", "build_reviews", "build_sentences", "encode_corpus", "grammaticality"]
 
 
-def encode_corpus(tokenizer: CharTokenizer, texts: list[str], block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+def encode_corpus(tokenizer: Tokenizer, texts: list[str], block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``<bos> text <eos>`` for every text, right-padded into ``(tokens, mask)``."""
     ids = [tokenizer.encode(text, bos=True, eos=True) for text in texts]
     longest = max(map(len, ids))
     if longest > block_size:
         raise ValueError(f"a text of {longest} tokens does not fit block_size {block_size}")
     return pad_batch(ids, tokenizer.pad_id, side="right")
+
+
+def _pretrain(
+    name: str,
+    tokenizer: Tokenizer,
+    train_texts: list[str],
+    val_texts: list[str],
+    seed: int,
+    block_size: int,
+    n_layer: int,
+    n_head: int,
+    n_embd: int,
+    steps: int,
+    batch_size: int,
+    lr: float,
+) -> tuple[GPT, TrainHistory]:
+    """Train a fresh GPT on ``<bos> text <eos>`` sequences; the same seed gives the same weights."""
+    configure_threads()
+    train = encode_corpus(tokenizer, train_texts, block_size)
+    val = encode_corpus(tokenizer, val_texts, block_size)
+    seed_everything(seed)
+    config = GPTConfig(vocab_size=tokenizer.vocab_size, block_size=block_size, n_layer=n_layer, n_head=n_head, n_embd=n_embd)
+    model = GPT(config).to(device())
+    history = train_language_model(model, train, val, steps=steps, batch_size=batch_size, lr=lr, seed=seed, desc=f"pretraining '{name}'")
+    return model, history
+
+
+def _loss_metrics(model: GPT, history: TrainHistory) -> dict[str, float]:
+    last = history.train_loss[-50:]
+    return {
+        "train_loss": sum(last) / len(last),
+        "val_loss": history.val_loss[-1],
+        "parameters": float(model.num_parameters()),
+        "seconds": history.seconds,
+    }
 
 
 def build_sentences(
@@ -41,39 +82,82 @@ def build_sentences(
     lr: float = 3e-3,
 ) -> Pretrained:
     """Pretrain a char-level GPT on the sentence grammar and report train/val loss and grammaticality."""
-    configure_threads()
     grammar = SentenceGrammar()
     tokenizer = CharTokenizer(grammar.alphabet())
-    train = encode_corpus(tokenizer, grammar.sample(n_train, seed=seed), block_size)
-    val = encode_corpus(tokenizer, grammar.sample(n_val, seed=seed + 1), block_size)
-    seed_everything(seed)
-    config = GPTConfig(vocab_size=tokenizer.vocab_size, block_size=block_size, n_layer=n_layer, n_head=n_head, n_embd=n_embd)
-    model = GPT(config).to(device())
-    history = train_language_model(
-        model, train, val, steps=steps, batch_size=batch_size, lr=lr, seed=seed, desc="pretraining 'sentences'"
+    model, history = _pretrain(
+        "sentences", tokenizer, grammar.sample(n_train, seed=seed), grammar.sample(n_val, seed=seed + 1),
+        seed, block_size, n_layer, n_head, n_embd, steps, batch_size, lr,
     )
-    metrics = {
-        "train_loss": sum(history.train_loss[-50:]) / len(history.train_loss[-50:]),
-        "val_loss": history.val_loss[-1],
-        "entropy_floor": grammar.entropy_per_token(),
-        "grammatical": grammaticality(model, tokenizer, grammar, n=256, seed=seed),
-        "parameters": float(model.num_parameters()),
-        "seconds": history.seconds,
-    }
+    metrics = _loss_metrics(model, history)
+    metrics["entropy_floor"] = grammar.entropy_per_token()
+    metrics["grammatical"] = grammaticality(model, tokenizer, grammar, n=256, seed=seed)
     return Pretrained("sentences", model, tokenizer, history, metrics)
 
 
-@torch.no_grad()
-def grammaticality(model: GPT, tokenizer: CharTokenizer, grammar: SentenceGrammar, n: int = 256, seed: int = 0) -> float:
-    """Fraction of ``n`` samples (temperature 1, from ``<bos>``) that are sentences of ``grammar``."""
-    prompts = torch.full((n, 1), tokenizer.bos_id, dtype=torch.long, device=model.device)
-    generator = torch.Generator(device=model.device).manual_seed(seed)
-    out = model.generate(
-        prompts, model.config.block_size - 1, stop_token=tokenizer.eos_id, pad_token=tokenizer.pad_id, generator=generator
+def build_reviews(
+    seed: int,
+    n_train: int = 20_000,
+    n_val: int = 1_000,
+    n_layer: int = 2,
+    n_head: int = 4,
+    n_embd: int = 64,
+    block_size: int = 32,
+    steps: int = 800,
+    batch_size: int = 64,
+    lr: float = 3e-3,
+) -> Pretrained:
+    """Pretrain a word-level GPT on synthetic reviews (Part 2's reference policy)."""
+    grammar = ReviewGrammar()
+    tokenizer = grammar.tokenizer()
+    model, history = _pretrain(
+        "reviews", tokenizer, grammar.sample(n_train, seed=seed), grammar.sample(n_val, seed=seed + 1),
+        seed, block_size, n_layer, n_head, n_embd, steps, batch_size, lr,
     )
-    texts = tokenizer.decode_batch(out.tokens.cpu(), stop_at_eos=True, skip_special=True)
-    ended = (out.tokens == tokenizer.eos_id).any(dim=1).cpu().tolist()
-    return sum(stop and grammar.is_grammatical(text) for text, stop in zip(texts, ended)) / n
+    completions = sample_completions(model, tokenizer, [""] * 512, block_size - 1, generator=_generator(model, seed))
+    golds = [grammar.gold(t, bool(f)) for t, f in zip(completions.texts, completions.finished.tolist())]
+    metrics = _loss_metrics(model, history)
+    metrics["grammatical"] = sum(g != -2.0 for g in golds) / len(golds)
+    metrics["mean_gold"] = sum(golds) / len(golds)
+    return Pretrained("reviews", model, tokenizer, history, metrics)
+
+
+def build_addition(
+    seed: int,
+    n_train: int = 40_000,
+    n_val: int = 1_000,
+    n_layer: int = 2,
+    n_head: int = 4,
+    n_embd: int = 64,
+    block_size: int = 16,
+    steps: int = 1500,
+    batch_size: int = 128,
+    lr: float = 3e-3,
+) -> Pretrained:
+    """Pretrain a char-level GPT on ``a+b=`` sums, 30% of them plausibly wrong (Part 2's RLVR task)."""
+    task = AdditionTask()
+    tokenizer = task.tokenizer()
+    train = [p + a for p, a in task.corpus(n_train, seed=seed)]
+    val = [p + a for p, a in task.corpus(n_val, seed=seed + 10_000)]
+    model, history = _pretrain("addition", tokenizer, train, val, seed, block_size, n_layer, n_head, n_embd, steps, batch_size, lr)
+    prompts = task.prompts(512, seed=seed + 20_000)
+    metrics = _loss_metrics(model, history)
+    for name, temperature in (("sampled_accuracy", 1.0), ("greedy_accuracy", 0.0)):
+        completions = sample_completions(model, tokenizer, prompts, 4, temperature=temperature, generator=_generator(model, seed))
+        scores = [task.gold(p, t, bool(f)) for p, t, f in zip(prompts, completions.texts, completions.finished.tolist())]
+        metrics[name] = sum(s == 1.0 for s in scores) / len(scores)
+    return Pretrained("addition", model, tokenizer, history, metrics)
+
+
+def _generator(model: GPT, seed: int) -> torch.Generator:
+    return torch.Generator(device=model.device).manual_seed(seed)
+
+
+@torch.no_grad()
+def grammaticality(model: GPT, tokenizer: Tokenizer, grammar: SentenceGrammar, n: int = 256, seed: int = 0) -> float:
+    """Fraction of ``n`` samples (temperature 1, from ``<bos>``) that are finished sentences of ``grammar``."""
+    completions = sample_completions(model, tokenizer, [""] * n, model.config.block_size - 1, generator=_generator(model, seed))
+    finished = completions.finished.tolist()
+    return sum(f and grammar.is_grammatical(text) for text, f in zip(completions.texts, finished)) / n
 
 
 register(
@@ -82,6 +166,24 @@ register(
         description="char-level GPT (2 layers, 64 wide) on sentences of a small English-like grammar",
         build=build_sentences,
         params={},
+        seed=0,
+        version=1,
+    )
+)
+register(
+    Recipe(
+        name="reviews",
+        description="word-level GPT (2 layers, 64 wide) on synthetic movie reviews: Part 2's reference policy",
+        build=build_reviews,
+        seed=0,
+        version=1,
+    )
+)
+register(
+    Recipe(
+        name="addition",
+        description="char-level GPT (2 layers, 64 wide) on two-digit sums with 30% plausible mistakes",
+        build=build_addition,
         seed=0,
         version=1,
     )

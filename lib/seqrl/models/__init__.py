@@ -1,9 +1,13 @@
 """Tiny GPT models, their sampler and the heads that read their hidden states."""
+from .completions import Completions, encode_prompts, sample_completions
 from .gpt import GPT, GPTConfig, GPTOutput, Generation, KVCache
 from .heads import ValueHead, gather_last
 from .sampling import sample_from_logits, sampling_logprobs
 
 __all__ = [
+    "Completions",
+    "encode_prompts",
+    "sample_completions",
     "GPT",
     "GPTConfig",
     "GPTOutput",
