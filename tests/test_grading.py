@@ -187,3 +187,16 @@ def test_importing_seqrl_grading_is_cheap():
         "assert ('torch' in sys.modules) == torch_before, 'seqrl.grading imported torch'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_compare_reports_nan_answers_without_numpy_warnings():
+    import warnings
+
+    import numpy as np
+
+    from seqrl.grading import compare
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        message = compare(np.array([np.nan, 1.0]), np.array([np.nan, np.nan]))
+    assert message is not None and "expected" in message

@@ -257,7 +257,9 @@ def _compare_arrays(expected: Any, got: Any, rtol: float, atol: float, kind: str
     if np.allclose(got_np, expected_np, rtol=rtol, atol=atol, equal_nan=True):
         return None
     error = np.abs(got_np - expected_np)
-    return f"expected {_short(expected_np)}, got {_short(got_np)} (max |error| {np.nanmax(error):.4g})"
+    finite = error[np.isfinite(error)]
+    detail = f" (max |error| {finite.max():.4g})" if finite.size else ""
+    return f"expected {_short(expected_np)}, got {_short(got_np)}{detail}"
 
 
 def _compare_numbers(expected: float, got: Any, rtol: float, atol: float) -> str | None:
