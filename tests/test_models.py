@@ -176,3 +176,21 @@ def test_sample_completions_left_pads_prompts_and_masks_after_eos():
             assert mask[: eos + 1].all() and not mask[eos + 1 :].any()
             assert (row[eos + 1 :] == tok.pad_id).all()
     assert out.sequences.shape == (3, 11) and out.attention_mask.shape == (3, 11)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_scoring_reproduces_the_sampling_logprobs_exactly(temperature):
+    """With learning rate 0 the PPO ratio is 1: rollout and training log-probs agree, padding included."""
+    from seqrl.models import logprobs, sample_completions
+    from seqrl.text import CharTokenizer
+
+    tok = CharTokenizer(tuple("abc"))
+    torch.manual_seed(1)
+    model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=24, n_layer=2, n_head=2, n_embd=16)).eval()
+    out = sample_completions(model, tok, ["a", "abcab", "", "cc"], 10, temperature=temperature, generator=torch.Generator().manual_seed(0))
+    scored = logprobs(model, out.sequences, out.attention_mask, out.prompt_tokens.shape[1], temperature)
+    torch.testing.assert_close(scored * out.mask, out.logprobs * out.mask, atol=1e-5, rtol=1e-5)
+    scored, hidden = logprobs(model, out.sequences, out.attention_mask, out.prompt_tokens.shape[1], temperature, return_hidden=True)
+    assert hidden.shape == (4, 10, 16)
+    with pytest.raises(ValueError, match="response_start"):
+        logprobs(model, out.sequences, out.attention_mask, 0)

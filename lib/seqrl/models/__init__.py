@@ -2,9 +2,12 @@
 from .completions import Completions, encode_prompts, sample_completions
 from .gpt import GPT, GPTConfig, GPTOutput, Generation, KVCache
 from .heads import ValueHead, gather_last
+from .scoring import logprobs, token_logprobs
 from .sampling import sample_from_logits, sampling_logprobs
 
 __all__ = [
+    "logprobs",
+    "token_logprobs",
     "Completions",
     "encode_prompts",
     "sample_completions",
