@@ -9,6 +9,8 @@
 """
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass, replace
+
 import torch
 
 from .models.completions import sample_completions
@@ -34,28 +36,32 @@ def encode_corpus(tokenizer: Tokenizer, texts: list[str], block_size: int) -> tu
     return pad_batch(ids, tokenizer.pad_id, side="right")
 
 
-def _pretrain(
-    name: str,
-    tokenizer: Tokenizer,
-    train_texts: list[str],
-    val_texts: list[str],
-    seed: int,
-    block_size: int,
-    n_layer: int,
-    n_head: int,
-    n_embd: int,
-    steps: int,
-    batch_size: int,
-    lr: float,
-) -> tuple[GPT, TrainHistory]:
+@dataclass(frozen=True)
+class PretrainSettings:
+    """Data size, model size and optimisation of one pretraining run."""
+
+    n_train: int = 20_000
+    n_val: int = 1_000
+    n_layer: int = 2
+    n_head: int = 4
+    n_embd: int = 64
+    block_size: int = 64
+    steps: int = 700
+    batch_size: int = 64
+    lr: float = 3e-3
+
+
+def _pretrain(name: str, tokenizer: Tokenizer, train_texts: list[str], val_texts: list[str], seed: int, s: PretrainSettings) -> tuple[GPT, TrainHistory]:
     """Train a fresh GPT on ``<bos> text <eos>`` sequences; the same seed gives the same weights."""
     configure_threads()
-    train = encode_corpus(tokenizer, train_texts, block_size)
-    val = encode_corpus(tokenizer, val_texts, block_size)
+    train = encode_corpus(tokenizer, train_texts, s.block_size)
+    val = encode_corpus(tokenizer, val_texts, s.block_size)
     seed_everything(seed)
-    config = GPTConfig(vocab_size=tokenizer.vocab_size, block_size=block_size, n_layer=n_layer, n_head=n_head, n_embd=n_embd)
+    config = GPTConfig(vocab_size=tokenizer.vocab_size, block_size=s.block_size, n_layer=s.n_layer, n_head=s.n_head, n_embd=s.n_embd)
     model = GPT(config).to(device())
-    history = train_language_model(model, train, val, steps=steps, batch_size=batch_size, lr=lr, seed=seed, desc=f"pretraining '{name}'")
+    history = train_language_model(
+        model, train, val, steps=s.steps, batch_size=s.batch_size, lr=s.lr, seed=seed, desc=f"pretraining '{name}'"
+    )
     return model, history
 
 
@@ -69,51 +75,33 @@ def _loss_metrics(model: GPT, history: TrainHistory) -> dict[str, float]:
     }
 
 
-def build_sentences(
-    seed: int,
-    n_train: int = 20_000,
-    n_val: int = 1_000,
-    n_layer: int = 2,
-    n_head: int = 4,
-    n_embd: int = 64,
-    block_size: int = 64,
-    steps: int = 700,
-    batch_size: int = 64,
-    lr: float = 3e-3,
-) -> Pretrained:
-    """Pretrain a char-level GPT on the sentence grammar and report train/val loss and grammaticality."""
+SENTENCES = PretrainSettings()
+REVIEWS = PretrainSettings(block_size=32, steps=800)
+ADDITION = PretrainSettings(n_train=40_000, block_size=16, steps=1500, batch_size=128)
+
+
+def build_sentences(seed: int, **overrides) -> Pretrained:
+    """Pretrain a char-level GPT on the sentence grammar; report losses, entropy floor, grammaticality.
+
+    ``overrides`` replace fields of :data:`SENTENCES` (e.g. ``steps=10`` in tests).
+    """
+    s = replace(SENTENCES, **overrides)
     grammar = SentenceGrammar()
     tokenizer = CharTokenizer(grammar.alphabet())
-    model, history = _pretrain(
-        "sentences", tokenizer, grammar.sample(n_train, seed=seed), grammar.sample(n_val, seed=seed + 1),
-        seed, block_size, n_layer, n_head, n_embd, steps, batch_size, lr,
-    )
+    model, history = _pretrain("sentences", tokenizer, grammar.sample(s.n_train, seed=seed), grammar.sample(s.n_val, seed=seed + 1), seed, s)
     metrics = _loss_metrics(model, history)
     metrics["entropy_floor"] = grammar.entropy_per_token()
     metrics["grammatical"] = grammaticality(model, tokenizer, grammar, n=256, seed=seed)
     return Pretrained("sentences", model, tokenizer, history, metrics)
 
 
-def build_reviews(
-    seed: int,
-    n_train: int = 20_000,
-    n_val: int = 1_000,
-    n_layer: int = 2,
-    n_head: int = 4,
-    n_embd: int = 64,
-    block_size: int = 32,
-    steps: int = 800,
-    batch_size: int = 64,
-    lr: float = 3e-3,
-) -> Pretrained:
-    """Pretrain a word-level GPT on synthetic reviews (Part 2's reference policy)."""
+def build_reviews(seed: int, **overrides) -> Pretrained:
+    """Pretrain a word-level GPT on synthetic reviews (Part 2's reference policy); report gold metrics."""
+    s = replace(REVIEWS, **overrides)
     grammar = ReviewGrammar()
     tokenizer = grammar.tokenizer()
-    model, history = _pretrain(
-        "reviews", tokenizer, grammar.sample(n_train, seed=seed), grammar.sample(n_val, seed=seed + 1),
-        seed, block_size, n_layer, n_head, n_embd, steps, batch_size, lr,
-    )
-    completions = sample_completions(model, tokenizer, [""] * 512, block_size - 1, generator=_generator(model, seed))
+    model, history = _pretrain("reviews", tokenizer, grammar.sample(s.n_train, seed=seed), grammar.sample(s.n_val, seed=seed + 1), seed, s)
+    completions = sample_completions(model, tokenizer, [""] * 512, s.block_size - 1, generator=_generator(model, seed))
     golds = [grammar.gold(t, bool(f)) for t, f in zip(completions.texts, completions.finished.tolist())]
     metrics = _loss_metrics(model, history)
     metrics["grammatical"] = sum(g != -2.0 for g in golds) / len(golds)
@@ -121,24 +109,14 @@ def build_reviews(
     return Pretrained("reviews", model, tokenizer, history, metrics)
 
 
-def build_addition(
-    seed: int,
-    n_train: int = 40_000,
-    n_val: int = 1_000,
-    n_layer: int = 2,
-    n_head: int = 4,
-    n_embd: int = 64,
-    block_size: int = 16,
-    steps: int = 1500,
-    batch_size: int = 128,
-    lr: float = 3e-3,
-) -> Pretrained:
+def build_addition(seed: int, **overrides) -> Pretrained:
     """Pretrain a char-level GPT on ``a+b=`` sums, 30% of them plausibly wrong (Part 2's RLVR task)."""
+    s = replace(ADDITION, **overrides)
     task = AdditionTask()
     tokenizer = task.tokenizer()
-    train = [p + a for p, a in task.corpus(n_train, seed=seed)]
-    val = [p + a for p, a in task.corpus(n_val, seed=seed + 10_000)]
-    model, history = _pretrain("addition", tokenizer, train, val, seed, block_size, n_layer, n_head, n_embd, steps, batch_size, lr)
+    train = [p + a for p, a in task.corpus(s.n_train, seed=seed)]
+    val = [p + a for p, a in task.corpus(s.n_val, seed=seed + 10_000)]
+    model, history = _pretrain("addition", tokenizer, train, val, seed, s)
     prompts = task.prompts(512, seed=seed + 20_000)
     metrics = _loss_metrics(model, history)
     for name, temperature in (("sampled_accuracy", 1.0), ("greedy_accuracy", 0.0)):
@@ -165,7 +143,7 @@ register(
         name="sentences",
         description="char-level GPT (2 layers, 64 wide) on sentences of a small English-like grammar",
         build=build_sentences,
-        params={},
+        params=asdict(SENTENCES),  # the settings are part of the fingerprint
         seed=0,
         version=1,
     )
@@ -175,6 +153,7 @@ register(
         name="reviews",
         description="word-level GPT (2 layers, 64 wide) on synthetic movie reviews: Part 2's reference policy",
         build=build_reviews,
+        params=asdict(REVIEWS),  # the settings are part of the fingerprint
         seed=0,
         version=1,
     )
@@ -184,6 +163,7 @@ register(
         name="addition",
         description="char-level GPT (2 layers, 64 wide) on two-digit sums with 30% plausible mistakes",
         build=build_addition,
+        params=asdict(ADDITION),  # the settings are part of the fingerprint
         seed=0,
         version=1,
     )
