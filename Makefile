@@ -32,14 +32,18 @@ venv: $(STAMP)
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab --notebook-dir=notebooks --port=$(PORT) $(ROOT_FLAG) $(if $(NO_BROWSER),--no-browser --ServerApp.ip=127.0.0.1,)
 
+# With several pytest workers, each runs single-threaded torch: two workers x two threads on two
+# cores is several times slower than one thread each (oversubscription).
+THREADS := $(if $(filter 1,$(JOBS)),,OMP_NUM_THREADS=1 SEQRL_NUM_THREADS=1)
+
 test: $(STAMP)
-	$(PY) -m pytest -n $(JOBS) --dist loadfile
+	$(THREADS) $(PY) -m pytest -n $(JOBS) --dist loadfile
 
 unit: $(STAMP)
 	$(PY) -m pytest tests
 
 notebooks: $(STAMP)
-	$(PY) -m pytest -n $(JOBS) --dist loadfile notebooks solutions
+	$(THREADS) $(PY) -m pytest -n $(JOBS) --dist loadfile notebooks solutions
 
 book: $(STAMP)
 	$(VENV)/bin/seqrl book --out build
