@@ -7,6 +7,8 @@ vectorised simulator.
     solution.value(0.5), solution.thresholds   # V*(b0) and the optimal policy
 """
 from .belief import belief_update, belief_update_batch, observation_probabilities
+from .cartpole import HideVelocities, MaskedCartPole  # noqa: F401 (chapter 03)
+from .corridor import ShortCorridorEnv, corridor_model, memoryless_goal_probability, memoryless_value  # noqa: F401 (chapter 02)
 from .memoryless import (
     WindowPolicy,
     WindowPolicySolution,
@@ -25,6 +27,8 @@ from .solvers import (
     solve_belief_grid,
     upper_envelope,
 )
+from .tmaze import TMaze, window_success_bound  # noqa: F401 (chapter 03)
+from .wrappers import FrameStack, FullHistory, frame_stack, push_frame  # noqa: F401 (chapter 03)
 from .tiger import (
     HEAR_LEFT,
     HEAR_RIGHT,
