@@ -1,0 +1,134 @@
+"""History policies: acting step by step equals reading whole episodes, memories reset at episode
+ends, and the on-policy trainer solves the T-maze exactly when the policy can remember the cue."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from seqrl.pomdp.tmaze import TMaze
+from seqrl.pomdp.wrappers import episode_ids
+from seqrl.rl.pg import PGConfig, collect_episodes, evaluate, reinforce_update, train
+from seqrl.rl.policies import GPTTrunk, make_policy
+
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models run fastest on one thread (and never fight other processes for the cores)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+KINDS = [("memoryless", {}), ("stack", {"k": 3}), ("gru", {}), ("gpt", {"block_size": 16})]
+
+
+def _policy(kind: str, sizes: dict, obs_dim: int = 5):
+    torch.manual_seed(0)
+    policy = make_policy(kind, obs_dim, 3, **sizes)
+    for p in policy.parameters():  # make the heads non-trivial (they start at ~0)
+        p.data.add_(0.1 * torch.randn_like(p))
+    return policy.eval()
+
+
+@pytest.mark.parametrize("kind,sizes", KINDS, ids=[k for k, _ in KINDS])
+def test_acting_step_by_step_equals_reading_the_whole_episode(kind, sizes):
+    policy = _policy(kind, sizes)
+    obs = torch.randn(4, 7, 5)
+    with torch.no_grad():
+        logits, values = policy(obs)
+        state, step_logits, step_values = policy.initial_state(4), [], []
+        for t in range(7):
+            lg, v, state = policy.step(obs[:, t], state)
+            step_logits.append(lg)
+            step_values.append(v)
+    assert torch.allclose(torch.stack(step_logits, dim=1), logits, atol=1e-5)
+    assert torch.allclose(torch.stack(step_values, dim=1), values, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind,sizes", KINDS, ids=[k for k, _ in KINDS])
+def test_resetting_the_memory_at_episode_ends_never_leaks_one_episode_into_the_next(kind, sizes):
+    """A stream of episodes with staggered ends, acted step by step with reset_state, gives the same
+    outputs as reading every episode on its own from its first step."""
+    policy = _policy(kind, sizes)
+    torch.manual_seed(1)
+    N, T = 3, 12
+    obs = torch.randn(N, T, 5)
+    dones = torch.zeros(N, T, dtype=torch.bool)
+    dones[0, [2, 7]] = True
+    dones[1, [0, 1, 5]] = True
+    dones[2, 10] = True
+    with torch.no_grad():
+        state, online = policy.initial_state(N), []
+        for t in range(T):
+            logits, _, state = policy.step(obs[:, t], state)
+            online.append(logits)
+            state = policy.reset_state(state, dones[:, t])
+        online = torch.stack(online, dim=1)
+        episodes = episode_ids(dones)
+        for row in range(N):
+            for episode in episodes[row].unique():
+                steps = (episodes[row] == episode).nonzero().squeeze(1)
+                alone, _ = policy(obs[row : row + 1, steps])
+                assert torch.allclose(online[row, steps], alone[0], atol=1e-5), (kind, row, int(episode))
+
+
+def test_the_gpt_cache_holds_only_the_longest_live_episode():
+    policy = _policy("gpt", {"block_size": 6})
+    state = policy.initial_state(2)
+    with torch.no_grad():
+        for t in range(20):  # 20 steps in a block of 6: possible because row ends free the cache
+            _, _, state = policy.step(torch.randn(2, 5), state)
+            state = policy.reset_state(state, torch.tensor([t % 3 == 2, t % 5 == 4]))
+            assert state.length <= 5
+        with pytest.raises(ValueError, match="longer than block_size"):
+            for _ in range(7):
+                _, _, state = policy.step(torch.randn(2, 5), state)
+
+
+def test_make_policy_and_trunks_validate_their_inputs():
+    with pytest.raises(ValueError, match="kind must be one of"):
+        make_policy("lstm", 4, 3)
+    trunk = GPTTrunk(4, n_embd=8, n_head=2, block_size=4)
+    with pytest.raises(ValueError, match="observations must have shape"):
+        trunk(torch.zeros(2, 3, 5))
+    with pytest.raises(ValueError, match="done must have shape"):
+        make_policy("gru", 4, 3).reset_state(torch.zeros(2, 32), torch.zeros(3))
+
+
+def test_collected_episodes_are_rows_padded_after_their_end():
+    env = TMaze(3, n_envs=16)
+    batch = collect_episodes(env, make_policy("memoryless", 4, 3), seed=0)
+    lengths = batch.lengths.long()
+    T = batch.mask.shape[1]
+    assert torch.equal(batch.mask, (torch.arange(T)[None] < lengths[:, None]).float())  # a prefix of each row
+    assert torch.all(batch.rewards[batch.mask == 0] == 0) and torch.all(lengths >= 4)  # at least L + 1 steps
+    assert batch.obs[:, 0, :2].sum() == 16  # every episode starts at the cue
+
+
+def test_ppo_solves_the_tmaze_with_a_gru_and_not_without_memory():
+    """L = 4: the cue is 4 observations old at the junction. Memoryless is capped at 1/2."""
+    torch.manual_seed(0)
+    results = {}
+    for kind in ("memoryless", "gru"):
+        policy = make_policy(kind, 4, 3)
+        train(policy, TMaze(4, n_envs=128), PGConfig(iterations=40, stop_at_success=0.97), seed=0)
+        results[kind] = evaluate(TMaze(4, n_envs=512), policy, greedy=False)["success"]
+    assert results["gru"] >= 0.95 and 0.4 <= results["memoryless"] <= 0.6, results
+
+
+def test_reinforce_with_a_baseline_solves_a_short_tmaze_with_a_long_enough_window():
+    policy = make_policy("stack", 4, 3, k=3)  # k = 3 > L = 2: the window holds the cue
+    log = train(policy, TMaze(2, n_envs=128), PGConfig(iterations=60, stop_at_success=0.97), update=reinforce_update, seed=0)
+    assert evaluate(TMaze(2, n_envs=512), policy, greedy=False)["success"] >= 0.95, log.success[-5:]
+
+
+def test_training_is_deterministic_given_the_seed():
+    logs = []
+    for _ in range(2):
+        torch.manual_seed(123)  # a different global state must not matter: train seeds itself
+        policy = make_policy("stack", 4, 3, k=2)
+        torch.manual_seed(0)
+        logs.append(train(policy, TMaze(3, n_envs=32), PGConfig(iterations=4), seed=5).returns)
+    assert logs[0] == logs[1]
