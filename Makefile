@@ -9,7 +9,7 @@ PORT   ?= 8888
 # JupyterLab refuses to run as root unless told; containers and CI machines often are root.
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: help venv lab test unit notebooks book exercises bench clean
+.PHONY: help venv lab test unit notebooks book exercises bench clean grade
 
 help:
 	@echo "make lab        install into .venv (first time) and open JupyterLab on notebooks/ (NO_BROWSER=1 for headless)"
@@ -17,6 +17,7 @@ help:
 	@echo "make book       execute every chapter and write the HTML book to build/index.html"
 	@echo "make exercises  regenerate exercises/ from solutions/"
 	@echo "make bench      run the benchmarks in bench/"
+	@echo "make grade      grade handed-in notebooks: make grade SUBMISSIONS=dir OUT=gradebook.csv [HIDDEN=dir FEEDBACK=dir] (docs/grading.md)"
 
 # The venv is (re)built when pyproject.toml changes. torch is installed first and pinned, so pip
 # takes the CPU wheel instead of pulling several GB of CUDA packages.
@@ -53,6 +54,12 @@ exercises: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/run_all.py
+
+# Grade students' exercise notebooks (docs/grading.md). Exit status 0 unless the grader itself failed.
+SUBMISSIONS ?= submissions
+OUT         ?= gradebook.csv
+grade: $(STAMP)
+	$(VENV)/bin/seqrl grade $(SUBMISSIONS) --out $(OUT) --jobs $(JOBS) $(if $(HIDDEN),--hidden-tests $(HIDDEN),) $(if $(FEEDBACK),--feedback $(FEEDBACK),)
 
 clean:
 	rm -rf build .pytest_cache

@@ -1,4 +1,4 @@
-"""The ``seqrl`` command: ``seqrl exercises`` and ``seqrl book`` (more subcommands join as they land)."""
+"""The ``seqrl`` command: ``seqrl exercises``, ``seqrl book``, ``seqrl grade`` and ``seqrl check``."""
 from __future__ import annotations
 
 import argparse
@@ -29,6 +29,28 @@ def main(argv: list[str] | None = None) -> int:
     book.add_argument("--out", type=Path, default=Path("build"), help="output folder (default: build)")
     book.add_argument("--timeout", type=int, default=600, help="seconds allowed per cell")
 
+    grade = sub.add_parser("grade", help="grade students' exercise notebooks into a gradebook (see docs/grading.md)")
+    grade.add_argument("submissions", nargs="+", type=Path, help="folders, zips or notebooks handed in")
+    grade.add_argument("--out", type=Path, default=Path("gradebook.csv"), help="gradebook CSV (default: gradebook.csv)")
+    grade.add_argument("--json", type=Path, default=None, help="gradebook JSON (default: the CSV's name with .json)")
+    grade.add_argument("--jobs", type=int, default=2, help="submissions graded at the same time (default: 2)")
+    grade.add_argument("--timeout", type=float, default=60.0, help="seconds each submission may run (default: 60)")
+    grade.add_argument("--memory-mb", type=int, default=2048,
+                       help="memory each submission may allocate, on top of the preloaded libraries (default: 2048)")
+    grade.add_argument("--hidden-tests", type=Path, default=None, help="folder of instructor-only tests (*.py)")
+    grade.add_argument("--feedback", type=Path, default=None, help="folder for one Markdown feedback file per student")
+    grade.add_argument("--solutions", type=Path, default=None, help="canonical notebooks (default: ./solutions)")
+    grade.add_argument("--watch", type=Path, action="append", default=[],
+                       help="a file or folder that must not change while grading (repeatable)")
+    grade.add_argument("--no-isolation", action="store_true",
+                       help="no Landlock and no audit hook (only to debug the grader; never for untrusted code)")
+
+    chk = sub.add_parser("check", help="run the graded checks on your own notebook and see your score")
+    chk.add_argument("notebook", type=Path, help="your exercise notebook, e.g. exercises/ex01_returns.ipynb")
+    chk.add_argument("--timeout", type=float, default=300.0, help="seconds your notebook may run (default: 300)")
+    chk.add_argument("--memory-mb", type=int, default=4096, help="memory it may allocate (default: 4096)")
+    chk.add_argument("--solutions", type=Path, default=None, help=argparse.SUPPRESS)
+
     args = parser.parse_args(argv)
     root = _repo_root()
     if args.command == "exercises":
@@ -44,6 +66,17 @@ def main(argv: list[str] | None = None) -> int:
 
         build_book(args.notebooks or root / "notebooks", args.out, timeout=args.timeout)
         return 0
+    if args.command == "grade":
+        from .grading.commands import grade_command
+
+        return grade_command(args.submissions, out=args.out, json_path=args.json, jobs=args.jobs, timeout=args.timeout,
+                             memory_mb=args.memory_mb, hidden_tests=args.hidden_tests, feedback=args.feedback,
+                             solutions=args.solutions, watch=args.watch, isolate=not args.no_isolation, root=root)
+    if args.command == "check":
+        from .grading.commands import check_command
+
+        return check_command(args.notebook, timeout=args.timeout, memory_mb=args.memory_mb, solutions=args.solutions,
+                             root=root)
     parser.error(f"unknown command {args.command}")
     return 2
 
