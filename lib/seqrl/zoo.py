@@ -138,33 +138,11 @@ def grammaticality(model: GPT, tokenizer: Tokenizer, grammar: SentenceGrammar, n
     return sum(f and grammar.is_grammatical(text) for text, f in zip(completions.texts, finished)) / n
 
 
-register(
-    Recipe(
-        name="sentences",
-        description="char-level GPT (2 layers, 64 wide) on sentences of a small English-like grammar",
-        build=build_sentences,
-        params=asdict(SENTENCES),  # the settings are part of the fingerprint
-        seed=0,
-        version=1,
-    )
+_BOOK_RECIPES = (
+    ("sentences", "char-level GPT (2 layers, 64 wide) on sentences of a small English-like grammar", build_sentences, SENTENCES),
+    ("reviews", "word-level GPT (2 layers, 64 wide) on synthetic movie reviews: Part 2's reference policy", build_reviews, REVIEWS),
+    ("addition", "char-level GPT (2 layers, 64 wide) on two-digit sums with 30% plausible mistakes", build_addition, ADDITION),
 )
-register(
-    Recipe(
-        name="reviews",
-        description="word-level GPT (2 layers, 64 wide) on synthetic movie reviews: Part 2's reference policy",
-        build=build_reviews,
-        params=asdict(REVIEWS),  # the settings are part of the fingerprint
-        seed=0,
-        version=1,
-    )
-)
-register(
-    Recipe(
-        name="addition",
-        description="char-level GPT (2 layers, 64 wide) on two-digit sums with 30% plausible mistakes",
-        build=build_addition,
-        params=asdict(ADDITION),  # the settings are part of the fingerprint
-        seed=0,
-        version=1,
-    )
-)
+for _name, _description, _build, _settings in _BOOK_RECIPES:
+    # The settings are part of the fingerprint: changing one builds a new checkpoint.
+    register(Recipe(name=_name, description=_description, build=_build, params=asdict(_settings), seed=0, version=1))
