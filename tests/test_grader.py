@@ -641,6 +641,18 @@ def test_seqrl_check_shows_a_student_the_same_report(tmp_path, capsys):
     assert main(["check", str(STORED / "alice/ex02_belief.ipynb"), "--solutions", str(ROOT / "solutions")]) == 0
 
 
+
+@pytest.mark.parametrize("solution", sorted(p.name for p in (ROOT / "solutions").glob("ex*.ipynb")))
+def test_every_reference_solution_gets_full_points_from_seqrl_check(solution, tmp_path, capsys):
+    """Each exercise set in the book, handed in as its own solution, passes every graded check."""
+    from seqrl.cli import main
+
+    handed_in = tmp_path / "student" / solution
+    handed_in.parent.mkdir()
+    shutil.copy(ROOT / "solutions" / solution, handed_in)
+    assert main(["check", str(handed_in), "--solutions", str(ROOT / "solutions")]) == 0, capsys.readouterr().out
+
+
 if __name__ == "__main__":
     write_stored_fixtures()
     print(f"wrote {len(stored_fixtures())} notebooks to {STORED}")
