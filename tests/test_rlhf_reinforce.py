@@ -8,8 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from seqrl.models import GPT, GPTConfig
-from seqrl.models.training import train_language_model
 from seqrl.rlhf import (
     AdditionOracle,
     ReinforceConfig,
@@ -25,19 +23,7 @@ from seqrl.rlhf import (
     with_leftover,
 )
 from seqrl.text import AdditionTask
-from seqrl.zoo import encode_corpus
 
-
-@pytest.fixture(scope="module")
-def tiny_addition():
-    """A one-layer addition GPT trained for a few seconds (tests never build the book's checkpoint)."""
-    task = AdditionTask()
-    tokenizer = task.tokenizer()
-    train = encode_corpus(tokenizer, [p + a for p, a in task.corpus(3000, seed=0)], 16)
-    torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=16, n_layer=1, n_head=2, n_embd=32))
-    train_language_model(model, train, steps=120, batch_size=64, lr=5e-3, warmup=10, eval_every=10_000)
-    return model.eval(), tokenizer
 
 
 def fixed_prompts(prompts: list[str]):
