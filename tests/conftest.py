@@ -14,6 +14,15 @@ def _private_cache(tmp_path, monkeypatch):
 
 
 @pytest.fixture
+def one_torch_thread():
+    """Tiny models run fastest on one thread (and never fight a parallel test worker for the cores)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
 def small_gpt() -> GPT:
     torch.manual_seed(0)
     return GPT(GPTConfig(vocab_size=23, block_size=48, n_layer=2, n_head=2, n_embd=32)).eval()

@@ -8,7 +8,6 @@ import math
 import gymnasium
 import numpy as np
 import pytest
-import torch
 
 from seqrl.pomdp.corridor import (
     CORRIDOR,
@@ -40,13 +39,7 @@ from seqrl.rl.tabular import (
 H = 100
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The tensors are tiny: one thread is fastest and does not fight a parallel test worker."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def constant(p: float):

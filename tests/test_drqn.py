@@ -17,12 +17,7 @@ from seqrl.rl.drqn import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _episodes(lengths: list[int], obs_dim: int = 2, hidden: int = 3, terminated: bool = True):

@@ -12,13 +12,7 @@ from seqrl.rl.policies import GPTTrunk, make_policy
 
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest on one thread (and never fight other processes for the cores)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 KINDS = [("memoryless", {}), ("stack", {"k": 3}), ("gru", {}), ("gpt", {"block_size": 16})]
