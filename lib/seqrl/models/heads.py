@@ -10,6 +10,8 @@ import math
 import torch
 import torch.nn as nn
 
+from ..text.batching import last_token_index
+
 __all__ = ["ValueHead", "gather_last"]
 
 
@@ -49,9 +51,4 @@ def gather_last(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """
     if mask.shape != values.shape[:2]:
         raise ValueError(f"mask must have shape {tuple(values.shape[:2])}, got {tuple(mask.shape)}")
-    real = mask.bool()
-    if not real.any(dim=1).all():
-        raise ValueError("every row needs at least one real (unmasked) position")
-    positions = torch.arange(mask.shape[1], device=mask.device).expand_as(real)
-    last = torch.where(real, positions, -1).max(dim=1).values  # (B,)
-    return values[torch.arange(values.shape[0], device=values.device), last]
+    return values[torch.arange(values.shape[0], device=values.device), last_token_index(mask)]

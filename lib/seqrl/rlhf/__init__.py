@@ -4,6 +4,8 @@
   exact KL, the closed-form KL-regularised optimum :math:`\\pi^*_\\beta \\propto \\pi_{\\text{ref}} e^{r/\\beta}`.
 * :mod:`~seqrl.rlhf.reinforce`: REINFORCE on whole completions with a batch-mean or leave-one-out
   baseline and an optional KL-penalised reward.
+* :mod:`~seqrl.rlhf.objectives`: the Bradley–Terry loss, the KL-penalised per-token reward (score on
+  the last real token), the DPO loss.
 """
 from .exact import (
     AdditionOracle,
@@ -17,6 +19,7 @@ from .exact import (
     regularised_objective,
     with_leftover,
 )
+from .objectives import bradley_terry_loss, dpo_loss, kl_penalised_rewards, preference_probability
 from .reinforce import (
     ReinforceConfig,
     ReinforceHistory,
@@ -29,6 +32,10 @@ from .reinforce import (
 )
 
 __all__ = [
+    "bradley_terry_loss",
+    "dpo_loss",
+    "kl_penalised_rewards",
+    "preference_probability",
     "AdditionOracle",
     "ReinforceConfig",
     "ReinforceHistory",

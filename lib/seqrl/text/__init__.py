@@ -1,11 +1,12 @@
 """Text: tokenizers with special tokens, padding helpers, and synthetic corpora."""
 from .arithmetic import ADDITION_SPECIALS, AdditionTask
-from .batching import IGNORE_INDEX, lm_inputs_and_targets, pad_batch, response_mask
+from .batching import IGNORE_INDEX, last_token_index, lm_inputs_and_targets, pad_batch, response_mask
 from .corpora import SentenceGrammar
 from .reviews import REVIEW_SPECIALS, ReviewGrammar
 from .tokenizer import SPECIAL_TOKENS, CharTokenizer, Tokenizer, WordTokenizer
 
 __all__ = [
+    "last_token_index",
     "ADDITION_SPECIALS",
     "AdditionTask",
     "REVIEW_SPECIALS",

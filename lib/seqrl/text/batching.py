@@ -11,7 +11,7 @@ from typing import Literal, Sequence
 
 import torch
 
-__all__ = ["pad_batch", "response_mask", "lm_inputs_and_targets", "IGNORE_INDEX"]
+__all__ = ["pad_batch", "response_mask", "last_token_index", "lm_inputs_and_targets", "IGNORE_INDEX"]
 
 IGNORE_INDEX = -100  # targets with this value are skipped by F.cross_entropy
 
@@ -64,6 +64,21 @@ def response_mask(tokens: torch.Tensor, stop_token: int) -> torch.Tensor:
     is_stop = (tokens == stop_token).long()
     stops_before = is_stop.cumsum(dim=1) - is_stop  # number of stop tokens strictly before t
     return (stops_before == 0).long()
+
+
+def last_token_index(mask: torch.Tensor) -> torch.Tensor:
+    """``(B,)`` column of each row's last real token in ``mask (B, N)`` (its ``<eos>`` when finished).
+
+    A row with no real token is an error: there is nowhere to put its score.
+    """
+    if mask.dim() != 2:
+        raise ValueError(f"mask must be (batch, tokens), got shape {tuple(mask.shape)}")
+    real = mask.bool()
+    if not real.any(dim=1).all():
+        empty = (~real.any(dim=1)).nonzero().flatten().tolist()
+        raise ValueError(f"rows {empty} of the response mask have no real token")
+    positions = torch.arange(mask.shape[1], device=mask.device).expand_as(real)
+    return torch.where(real, positions, -1).max(dim=1).values
 
 
 def lm_inputs_and_targets(tokens: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
