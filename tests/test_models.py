@@ -134,7 +134,7 @@ def test_value_head_zero_init_and_gather_last():
     assert gather_last(values, mask).tolist() == [2.0, 11.0]
     with pytest.raises(ValueError, match="features"):
         head(torch.randn(2, 7))
-    with pytest.raises(ValueError, match="at least one real"):
+    with pytest.raises(ValueError, match="no real token"):
         gather_last(values, torch.zeros(2, 6))
 
 
