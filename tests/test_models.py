@@ -194,3 +194,23 @@ def test_scoring_reproduces_the_sampling_logprobs_exactly(temperature):
     assert hidden.shape == (4, 10, 16)
     with pytest.raises(ValueError, match="response_start"):
         logprobs(model, out.sequences, out.attention_mask, 0)
+
+
+def test_encode_completions_lays_out_stored_responses_as_the_sampler_does():
+    from seqrl.models import encode_completions
+    from seqrl.text import CharTokenizer
+
+    tok = CharTokenizer("ab+=")
+    a, b, plus, eq = (tok.encode(c)[0] for c in "ab+=")
+    stored = encode_completions(tok, ["a+b=", "ab="], ["ba", "aab"], [True, False])
+    bos, eos, pad = tok.bos_id, tok.eos_id, tok.pad_id
+    assert stored.prompt_tokens.tolist() == [[bos, a, plus, b, eq], [pad, bos, a, b, eq]]  # left-padded prompts
+    assert stored.tokens.tolist() == [[b, a, eos], [a, a, b]]  # <eos> only where finished, then <pad>
+    assert stored.mask.tolist() == [[1, 1, 1], [1, 1, 1]]
+    assert stored.finished.tolist() == [True, False]
+    short = encode_completions(tok, ["a"], ["b"], [True])
+    assert short.tokens.tolist() == [[b, eos]] and short.attention_mask.tolist() == [[1, 1, 1, 1]]
+    with pytest.raises(ValueError, match="one prompt, text and finished"):
+        encode_completions(tok, ["a", "b"], ["a"], [True, True])
+    with pytest.raises(ValueError, match="empty and unfinished"):
+        encode_completions(tok, ["a"], [""], [False])

@@ -1,5 +1,5 @@
 """Tiny GPT models, their sampler and the heads that read their hidden states."""
-from .completions import Completions, encode_prompts, sample_completions
+from .completions import Completions, encode_completions, encode_prompts, sample_completions
 from .gpt import GPT, GPTConfig, GPTOutput, Generation, KVCache
 from .heads import ValueHead, gather_last
 from .scoring import logprobs, token_logprobs
@@ -9,6 +9,7 @@ __all__ = [
     "logprobs",
     "token_logprobs",
     "Completions",
+    "encode_completions",
     "encode_prompts",
     "sample_completions",
     "GPT",

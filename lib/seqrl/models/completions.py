@@ -13,7 +13,7 @@ from ..text.batching import pad_batch, response_mask
 from ..text.tokenizer import Tokenizer
 from .gpt import GPT
 
-__all__ = ["Completions", "encode_prompts", "sample_completions"]
+__all__ = ["Completions", "encode_completions", "encode_prompts", "sample_completions"]
 
 
 @dataclass
@@ -74,3 +74,31 @@ def sample_completions(
     finished = (out.tokens == tokenizer.eos_id).any(dim=1)
     texts = tokenizer.decode_batch(out.tokens.cpu(), stop_at_eos=True, skip_special=True)
     return Completions(list(prompts), prompt_tokens, prompt_mask, out.tokens, out.logprobs, mask, texts, finished)
+
+
+def encode_completions(
+    tokenizer: Tokenizer,
+    prompts: list[str],
+    texts: list[str],
+    finished: list[bool] | torch.Tensor,
+    device: torch.device | str = "cpu",
+) -> Completions:
+    """Turn stored ``(prompt, response text, finished)`` triples back into a :class:`Completions` batch,
+    laid out exactly as :func:`sample_completions` lays out its samples: left-padded ``<bos> prompt``,
+    then the response (``<eos>`` appended when ``finished``), right-padded with ``<pad>``.
+
+    Reward models score, and DPO re-scores, preference pairs through this one encoding, so a stored
+    response is read exactly as it was when sampled. ``logprobs`` is zeros (nothing was sampled).
+    """
+    finished = [bool(f) for f in (finished.tolist() if isinstance(finished, torch.Tensor) else finished)]
+    if not (len(prompts) == len(texts) == len(finished)):
+        raise ValueError(f"need one prompt, text and finished flag per response, got {len(prompts)}, {len(texts)}, {len(finished)}")
+    responses = [tokenizer.encode(t, eos=f) for t, f in zip(texts, finished)]
+    empty = [i for i, r in enumerate(responses) if not r]
+    if empty:
+        raise ValueError(f"responses {empty[:5]} are empty and unfinished: there is no token to score")
+    prompt_tokens, prompt_mask = encode_prompts(tokenizer, prompts, device)
+    tokens, mask = pad_batch(responses, tokenizer.pad_id, side="right")
+    tokens, mask = tokens.to(device), mask.to(device)
+    return Completions(list(prompts), prompt_tokens, prompt_mask, tokens, torch.zeros(tokens.shape, device=device),
+                       mask, list(texts), torch.tensor(finished, device=device))
