@@ -16,7 +16,7 @@ help:
 	@echo "make test       install into .venv and run unit tests + nbval over notebooks/ and solutions/"
 	@echo "make book       execute every chapter and write the HTML book to build/index.html"
 	@echo "make exercises  regenerate exercises/ from solutions/"
-	@echo "make bench      run the benchmarks in bench/"
+	@echo "make bench      install the peers (transformers, TRL) and run the benchmarks in bench/ (bench/RESULTS.md)"
 	@echo "make grade      grade handed-in notebooks: make grade SUBMISSIONS=dir OUT=gradebook.csv [HIDDEN=dir FEEDBACK=dir] (docs/grading.md)"
 
 # The venv is (re)built when pyproject.toml changes. torch is installed first and pinned, so pip
@@ -52,7 +52,13 @@ book: $(STAMP)
 exercises: $(STAMP)
 	$(VENV)/bin/seqrl exercises
 
-bench: $(STAMP)
+# The benchmarks compare against transformers and TRL, an optional extra the book never needs.
+BENCH_STAMP := $(VENV)/.seqrl-bench-installed
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
 	$(PY) bench/run_all.py
 
 # Grade students' exercise notebooks (docs/grading.md). Exit status 0 unless the grader itself failed.

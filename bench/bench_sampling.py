@@ -1,7 +1,9 @@
 """Sampling speed: the tiny GPT's KV-cache ``generate`` against the same model without the cache.
 
 Measures 128 new tokens for a batch of 64 prompts (one ``<bos>``-like token each) at three model
-sizes, and checks on the way that both paths sample identical tokens from the same seed.
+sizes, and checks on the way that both paths sample identical tokens from the same seed. The peer is
+Hugging Face ``transformers``' GPT-2 of the same configuration, ``generate(use_cache=True)`` with pure
+sampling (``pip install -e .[bench]``).
 Run: ``python bench/bench_sampling.py`` (or ``make bench``).
 """
 from __future__ import annotations
@@ -11,14 +13,8 @@ import torch
 import seqrl
 from seqrl.models import GPT, GPTConfig
 
-from common import print_table, time_call, write_json
-
-SIZES = {
-    "0.1M": dict(n_layer=2, n_head=4, n_embd=64),
-    "0.8M": dict(n_layer=4, n_head=4, n_embd=128),
-    "6M": dict(n_layer=6, n_head=6, n_embd=288),
-}
-
+from common import SIZES, print_table, time_call, write_json
+from peers import PeerMissing, hf_gpt2, hf_sample
 
 def main(batch: int = 64, new_tokens: int = 128, vocab: int = 32) -> list[dict]:
     seqrl.configure_threads()
@@ -38,6 +34,14 @@ def main(batch: int = 64, new_tokens: int = 128, vocab: int = 32) -> list[dict]:
         cached = time_call(lambda: run(True))
         uncached = time_call(lambda: run(False), repeats=1, warmup=0)  # slow: one run is enough
         identical = torch.equal(outputs[True].tokens, outputs[False].tokens)
+        try:
+            seqrl.seed_everything(0)
+            peer = hf_gpt2(model.config).to(device).eval()
+            with torch.no_grad():
+                peer_s = time_call(lambda: hf_sample(peer, prompts, new_tokens))
+        except PeerMissing as missing:
+            print(missing)
+            peer_s = float("nan")
         rows.append(
             {
                 "model": name,
@@ -45,6 +49,8 @@ def main(batch: int = 64, new_tokens: int = 128, vocab: int = 32) -> list[dict]:
                 "cache_s": round(cached, 3),
                 "no_cache_s": round(uncached, 3),
                 "speedup": round(uncached / cached, 1),
+                "hf_generate_s": round(peer_s, 3),
+                "speedup_vs_hf": round(peer_s / cached, 2),
                 "tokens_per_s_cached": int(batch * new_tokens / cached),
                 "identical_tokens": identical,
             }

@@ -12,6 +12,13 @@ import torch
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
+# The three model sizes every benchmark uses (parameters counted with a 32-symbol vocabulary).
+SIZES = {
+    "0.1M": dict(n_layer=2, n_head=4, n_embd=64),
+    "0.8M": dict(n_layer=4, n_head=4, n_embd=128),
+    "6M": dict(n_layer=6, n_head=6, n_embd=288),
+}
+
 
 def time_call(fn: Callable[[], object], repeats: int = 3, warmup: int = 1) -> float:
     """Median wall time of ``fn()`` in seconds over ``repeats`` runs, after ``warmup`` runs."""
