@@ -6,6 +6,16 @@
   baseline and an optional KL-penalised reward.
 * :mod:`~seqrl.rlhf.objectives`: the Bradley–Terry loss, the KL-penalised per-token reward (score on
   the last real token), the DPO loss.
+* :mod:`~seqrl.rlhf.preferences`: preference pairs sampled from a policy and labelled by a hidden gold
+  with Bradley–Terry noise.
+* :mod:`~seqrl.rlhf.reward_model`: a GPT trunk with a scalar head at the last real token, trained on
+  pairs, normalised on reference samples, usable as any other reward function.
+* :mod:`~seqrl.rlhf.best_of_n`: best-of-n from pools of samples (order statistics), the analytic KL
+  bound, and the exact best-of-n distribution and KL over enumerable responses.
+* :mod:`~seqrl.rlhf.ppo`: PPO for sequences with a value head and a KL penalty to the reference
+  (fixed or adaptive), GAE or a critic-free leave-one-out baseline.
+* :mod:`~seqrl.rlhf.kl`: the exact per-prefix KL and entropy, Ziegler's adaptive KL controller.
+* :mod:`~seqrl.rlhf.dpo`: direct preference optimisation on preference pairs.
 """
 from .exact import (
     AdditionOracle,
@@ -20,6 +30,35 @@ from .exact import (
     with_leftover,
 )
 from .objectives import bradley_terry_loss, dpo_loss, kl_penalised_rewards, preference_probability
+from .best_of_n import (
+    BestOfNCurve,
+    ResponsePools,
+    best_of_n_curve,
+    best_of_n_expectation,
+    best_of_n_groups,
+    best_of_n_kl,
+    best_of_n_kl_bound,
+    best_of_n_logprobs,
+    fit_best_of_n_gain,
+    order_statistic_weights,
+    sample_pools,
+)
+from .preferences import PreferencePairs, bradley_terry_labels, review_gold, sample_preference_pairs
+from .reward_model import RewardHistory, RewardModel, pairwise_agreement, train_reward_model
+from .kl import AdaptiveKLController, PrefixStats, next_token_logprobs, prefix_kl
+from .ppo import (
+    PolicyWithValueHead,
+    PPOConfig,
+    PPOHistory,
+    Rollout,
+    collect_rollout,
+    explained_variance,
+    gae_advantages,
+    ppo_update,
+    rloo_advantages,
+    train_ppo,
+)
+from .dpo import DPOHistory, implicit_reward_accuracy, implicit_rewards, sequence_logprobs, train_dpo
 from .reinforce import (
     ReinforceConfig,
     ReinforceHistory,
@@ -32,6 +71,25 @@ from .reinforce import (
 )
 
 __all__ = [
+    "AdaptiveKLController",
+    "DPOHistory",
+    "PolicyWithValueHead",
+    "PPOConfig",
+    "PPOHistory",
+    "PrefixStats",
+    "Rollout",
+    "collect_rollout",
+    "explained_variance",
+    "gae_advantages",
+    "implicit_reward_accuracy",
+    "implicit_rewards",
+    "next_token_logprobs",
+    "ppo_update",
+    "prefix_kl",
+    "rloo_advantages",
+    "sequence_logprobs",
+    "train_dpo",
+    "train_ppo",
     "bradley_terry_loss",
     "dpo_loss",
     "kl_penalised_rewards",
@@ -54,4 +112,23 @@ __all__ = [
     "task_reward",
     "train_reinforce",
     "with_leftover",
+    "PreferencePairs",
+    "bradley_terry_labels",
+    "review_gold",
+    "sample_preference_pairs",
+    "RewardHistory",
+    "RewardModel",
+    "pairwise_agreement",
+    "train_reward_model",
+    "BestOfNCurve",
+    "ResponsePools",
+    "best_of_n_curve",
+    "best_of_n_expectation",
+    "best_of_n_groups",
+    "best_of_n_kl",
+    "best_of_n_kl_bound",
+    "best_of_n_logprobs",
+    "fit_best_of_n_gain",
+    "order_statistic_weights",
+    "sample_pools",
 ]
