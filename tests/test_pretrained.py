@@ -114,3 +114,25 @@ def test_review_and_addition_recipes_train_and_report_task_metrics():
     addition = build_addition(0, **small)
     assert 0.0 <= addition.metrics["sampled_accuracy"] <= 1.0 and "greedy_accuracy" in addition.metrics
     assert {"reviews", "addition", "sentences"} <= set(recipes())
+
+
+def test_warm_cache_checks_names_and_jobs_before_building_anything(tmp_path):
+    from seqrl.pretrained import is_cached, warm_cache
+
+    assert not is_cached("sentences", tmp_path)
+    with pytest.raises(KeyError, match="no pretrained recipe named 'nope'"):
+        warm_cache(["sentences", "nope"], directory=tmp_path)
+    with pytest.raises(ValueError, match="jobs must be >= 1"):
+        warm_cache(["sentences"], jobs=0, directory=tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_seqrl_models_lists_every_recipe_and_its_cache_state(tmp_path, monkeypatch, capsys):
+    from seqrl.cli import main
+    from seqrl.pretrained import recipes
+
+    monkeypatch.setenv("SEQRL_CACHE", str(tmp_path))
+    assert main(["models", "--list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert sorted(line.split()[0] for line in lines) == sorted(recipes())
+    assert all(line.split()[1] == "missing" for line in lines)

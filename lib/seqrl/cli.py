@@ -51,6 +51,11 @@ def main(argv: list[str] | None = None) -> int:
     chk.add_argument("--memory-mb", type=int, default=4096, help="memory it may allocate (default: 4096)")
     chk.add_argument("--solutions", type=Path, default=None, help=argparse.SUPPRESS)
 
+    models = sub.add_parser("models", help="build the pretrained models the book uses into the cache (those missing)")
+    models.add_argument("names", nargs="*", help="recipes to build (default: all)")
+    models.add_argument("--jobs", type=int, default=2, help="recipes built at the same time (default: 2)")
+    models.add_argument("--list", action="store_true", help="only list the recipes and whether each is cached")
+
     args = parser.parse_args(argv)
     root = _repo_root()
     if args.command == "exercises":
@@ -77,6 +82,22 @@ def main(argv: list[str] | None = None) -> int:
 
         return check_command(args.notebook, timeout=args.timeout, memory_mb=args.memory_mb, solutions=args.solutions,
                              root=root)
+    if args.command == "models":
+        from .pretrained import cache_dir, is_cached, recipes, warm_cache
+
+        if args.list:
+            for name, recipe in sorted(recipes().items()):
+                print(f"{name:24s} {'cached' if is_cached(name) else 'missing':8s} {recipe.description}")
+            return 0
+        try:
+            seconds = warm_cache(args.names or None, jobs=args.jobs)
+        except (KeyError, ValueError, RuntimeError) as error:
+            print(f"seqrl models: {error}")
+            return 1
+        for name, s in seconds.items():
+            print(f"{name:24s} {'built in %.0f s' % s if s else 'already cached'}")
+        print(f"cache: {cache_dir()}")
+        return 0
     parser.error(f"unknown command {args.command}")
     return 2
 
