@@ -6,6 +6,9 @@
   policy of the RLHF chapters, scored by the hidden gold reader.
 * ``addition``: a character-level GPT on ``a+b=`` sums with plausible mistakes; the verifiable-
   reward task whose answers can be enumerated exactly.
+* ``twenty_questions_bc`` / ``guess_my_number_bc``: word-level GPTs trained on the logged
+  dialogues of :func:`seqrl.games.standard_dataset` (a third each of random, noisy and expert
+  games): behaviour cloning of the mixture, the dialogue model of chapter 07.
 """
 from __future__ import annotations
 
@@ -24,7 +27,16 @@ from .text.reviews import ReviewGrammar
 from .text.tokenizer import CharTokenizer, Tokenizer
 from .utils import configure_threads, device, seed_everything
 
-__all__ = ["build_addition", "build_reviews", "build_sentences", "encode_corpus", "grammaticality"]
+__all__ = [
+    "build_addition",
+    "build_dialogue_bc",
+    "build_guess_my_number_bc",
+    "build_reviews",
+    "build_sentences",
+    "build_twenty_questions_bc",
+    "encode_corpus",
+    "grammaticality",
+]
 
 
 def encode_corpus(tokenizer: Tokenizer, texts: list[str], block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -126,6 +138,61 @@ def build_addition(seed: int, **overrides) -> Pretrained:
     return Pretrained("addition", model, tokenizer, history, metrics)
 
 
+@dataclass(frozen=True)
+class DialogueSettings(PretrainSettings):
+    """A GPT trained on a game's logged dialogues (data from :func:`seqrl.games.standard_dataset`)."""
+
+    n_train: int = 3000
+    n_val: int = 300
+    block_size: int = 128
+    steps: int = 1500
+    batch_size: int = 32
+    lr: float = 3e-3
+    n_eval: int = 300
+
+
+DIALOGUES = DialogueSettings()
+
+
+def build_dialogue_bc(task_name: str, seed: int, **overrides) -> Pretrained:
+    """Train a GPT on the standard logged dialogues of ``task_name`` and play it against the oracle.
+
+    The model learns every token of the dialogues (its own turns and the user's replies); as an
+    agent only its conditionals at the agent's tokens matter, which is behaviour cloning of the
+    behaviour mixture. Metrics: sampled and greedy mean return and success over ``n_eval`` games.
+    """
+    from .games import LanguageModelAgent, make_task, standard_dataset
+
+    s = replace(DIALOGUES, **overrides)
+    configure_threads()
+    task = make_task(task_name)
+    train, val = standard_dataset(task, s.n_train, seed=seed), standard_dataset(task, s.n_val, seed=seed + 1)
+    seed_everything(seed)
+    config = GPTConfig(vocab_size=task.tokenizer().vocab_size, block_size=s.block_size, n_layer=s.n_layer, n_head=s.n_head, n_embd=s.n_embd)
+    model = GPT(config).to(device())
+    history = train_language_model(model, (train.tokens, train.mask), (val.tokens, val.mask), steps=s.steps,
+                                   batch_size=s.batch_size, lr=s.lr, seed=seed, desc=f"training '{task_name}_bc'")
+    metrics = _loss_metrics(model, history)
+    metrics["data_return"] = float(train.returns.mean())
+    metrics["data_success"] = float(train.success.float().mean())
+    for name, greedy in (("sampled", False), ("greedy", True)):
+        result = task.play(LanguageModelAgent(model), s.n_eval, seed=seed + 2, greedy=greedy)
+        metrics[f"{name}_return"] = float(result["return"].mean())
+        metrics[f"{name}_success"] = float(result["success"].float().mean())
+        metrics[f"{name}_invalid"] = float(result["invalid"].sum() / result["turns"].sum())
+    return Pretrained(f"{task_name}_bc", model, task.tokenizer(), history, metrics)
+
+
+def build_twenty_questions_bc(seed: int, **overrides) -> Pretrained:
+    """Behaviour cloning on twenty questions' standard logged dialogues (chapter 07)."""
+    return build_dialogue_bc("twenty_questions", seed, **overrides)
+
+
+def build_guess_my_number_bc(seed: int, **overrides) -> Pretrained:
+    """Behaviour cloning on guess-my-number's standard logged dialogues (chapter 07)."""
+    return build_dialogue_bc("guess_my_number", seed, **overrides)
+
+
 def _generator(model: GPT, seed: int) -> torch.Generator:
     return torch.Generator(device=model.device).manual_seed(seed)
 
@@ -142,6 +209,8 @@ _BOOK_RECIPES = (
     ("sentences", "char-level GPT (2 layers, 64 wide) on sentences of a small English-like grammar", build_sentences, SENTENCES),
     ("reviews", "word-level GPT (2 layers, 64 wide) on synthetic movie reviews: Part 2's reference policy", build_reviews, REVIEWS),
     ("addition", "char-level GPT (2 layers, 64 wide) on two-digit sums with 30% plausible mistakes", build_addition, ADDITION),
+    ("twenty_questions_bc", "word-level GPT (2 layers, 64 wide) cloning random/noisy/expert twenty-questions games", build_twenty_questions_bc, DIALOGUES),
+    ("guess_my_number_bc", "word-level GPT (2 layers, 64 wide) cloning random/noisy/expert guess-my-number games", build_guess_my_number_bc, DIALOGUES),
 )
 for _name, _description, _build, _settings in _BOOK_RECIPES:
     # The settings are part of the fingerprint: changing one builds a new checkpoint.

@@ -1,0 +1,239 @@
+r"""The token-level game engine: batched evaluation of any agent that scores next tokens.
+
+An *agent* is any object with ``next_token_logits(tokens, mask) -> (B, V)``: given the dialogue so
+far it scores the next token. A GPT (:class:`LanguageModelAgent`), a behaviour-cloned model, ILQL's
+perturbed policy :math:`\log\pi_\beta + \beta(Q - V)` and the scripted behaviour policies
+(:class:`ScriptedAgent`) all plug in through that one method.
+
+:func:`play` runs ``n_episodes`` games at once. At each step every unfinished game asks the agent
+for the next token of its current utterance and samples it with
+:func:`seqrl.models.sample_from_logits` (``greedy=True``: the arg-max). When the agent writes the
+end-of-turn token ``<sep>`` (or ``max_utterance_tokens`` words without one, in which case the engine
+ends the turn for it), the oracle's reply ``<user> ...`` is appended, then ``<agent>`` if the game
+goes on or ``<eos>`` if it is over. The agent may write words and ``<sep>``; the other special
+tokens are masked out before sampling.
+
+Histories are passed **left-padded**: ``tokens[:, -1]`` is every row's latest token and
+``mask`` is 1 on real tokens (the layout :class:`~seqrl.models.GPT` reads with ``attention_mask``).
+"""
+from __future__ import annotations
+
+from typing import Protocol, Sequence
+
+import numpy as np
+import torch
+
+from ..models.gpt import GPT
+from ..models.sampling import sample_from_logits
+from .policies import BehaviourPolicy
+from .task import END_OF_TURN, DialogueTask, Turn
+
+__all__ = ["Agent", "play", "ScriptedAgent", "LanguageModelAgent", "parse_dialogue"]
+
+
+class Agent(Protocol):
+    def next_token_logits(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``(B, V)`` scores of the next token given left-padded ``tokens, mask (B, T)``."""
+        ...
+
+
+def play(
+    task: DialogueTask,
+    agent: Agent,
+    n_episodes: int,
+    seed: int = 0,
+    greedy: bool = False,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    max_utterance_tokens: int | None = None,
+) -> dict:
+    """Play ``n_episodes`` games of ``task`` with ``agent`` in one batch.
+
+    Secrets are ``task.sample_secrets(n_episodes, seed)`` (the same as
+    :func:`~seqrl.games.build_dataset` with that seed) and token sampling uses a generator seeded
+    with ``seed``, so a call is reproducible.
+
+    Returns:
+        ``dict`` with ``return`` ``(E,)`` float (−turns), ``success`` ``(E,)`` bool, ``turns`` ``(E,)``
+        long, ``invalid`` ``(E,)`` long (ill-formed utterances, answered ``pardon ?``),
+        ``secrets`` ``(E,)`` long, and ``dialogues``: ``E`` rendered dialogues.
+    """
+    if not hasattr(agent, "next_token_logits"):
+        raise ValueError(f"agent must have a next_token_logits(tokens, mask) method, got {type(agent).__name__}")
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    tok = task.tokenizer()
+    max_words = max(len(u.split()) for u in task.utterances) + 2 if max_utterance_tokens is None else max_utterance_tokens
+    if not isinstance(max_words, int) or max_words < 1:
+        raise ValueError(f"max_utterance_tokens must be a positive int, got {max_utterance_tokens!r}")
+    secrets = task.sample_secrets(n_episodes, seed).tolist()
+    E, V = len(secrets), tok.vocab_size
+    agent_id, sep, user = tok.token_id("<agent>"), tok.token_id(END_OF_TURN), tok.token_id("<user>")
+    banned = torch.tensor([tok.token_id(s) for s in tok.specials if s != END_OF_TURN])
+    reply_ids, pardon_ids = task.reply_ids, task.pardon_ids
+
+    histories = [[tok.bos_id, agent_id] for _ in range(E)]
+    utterance: list[list[int]] = [[] for _ in range(E)]
+    turns: list[list[Turn]] = [[] for _ in range(E)]
+    active = list(range(E))
+    generator: torch.Generator | None = None
+    while active:
+        tokens, mask = _left_pad([histories[i] for i in active], tok.pad_id)
+        logits = agent.next_token_logits(tokens, mask)
+        if not isinstance(logits, torch.Tensor) or logits.shape != (len(active), V):
+            shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+            raise ValueError(f"next_token_logits must return (batch, vocab) = {(len(active), V)}, got {shape}")
+        logits = logits.detach().float().clone()
+        logits[:, banned.to(logits.device)] = float("-inf")
+        stuck = torch.isneginf(logits).all(dim=1)  # an agent that only wants special tokens ends its turn
+        logits[stuck, sep] = 0.0
+        if generator is None:
+            generator = torch.Generator(device=logits.device).manual_seed(int(seed))
+        chosen, _ = sample_from_logits(logits, 0.0 if greedy else temperature, top_k, generator)
+        still_active = []
+        for i, token in zip(active, chosen.tolist()):
+            histories[i].append(token)
+            if token != sep:
+                utterance[i].append(token)
+                if len(utterance[i]) < max_words:
+                    still_active.append(i)
+                    continue
+                histories[i].append(sep)  # too long: the engine ends the turn
+            text = tok.decode(utterance[i])
+            u = task.utterance_index(text)
+            reply = task.reply(secrets[i], u)
+            turns[i].append(Turn(u, reply, text))
+            histories[i] += [user, *(pardon_ids if reply is None else reply_ids[reply])]
+            utterance[i] = []
+            if task.is_over(turns[i]):
+                histories[i].append(tok.eos_id)
+            else:
+                histories[i].append(agent_id)
+                still_active.append(i)
+        active = still_active
+    n_turns = torch.tensor([len(t) for t in turns])
+    return {
+        "return": -n_turns.float(),
+        "success": torch.tensor([t[-1].reply == task.solved_reply for t in turns]),
+        "turns": n_turns,
+        "invalid": torch.tensor([sum(turn.utterance is None for turn in t) for t in turns]),
+        "secrets": torch.tensor(secrets),
+        "dialogues": [tok.decode(h) for h in histories],
+    }
+
+
+def _left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    length = max(map(len, rows))
+    tokens = np.full((len(rows), length), pad_id, dtype=np.int64)
+    mask = np.zeros((len(rows), length), dtype=np.int64)
+    for b, row in enumerate(rows):
+        tokens[b, length - len(row):] = row
+        mask[b, length - len(row):] = 1
+    return torch.from_numpy(tokens), torch.from_numpy(mask)
+
+
+def parse_dialogue(task: DialogueTask, ids: Sequence[int]) -> tuple[list[Turn], list[int]]:
+    """Split a dialogue's token ids into its finished turns and the words of the utterance being
+    written (empty right after an ``<agent>`` prompt). Padding is skipped."""
+    tok = task.tokenizer()
+    agent_id, sep, user, pad = tok.token_id("<agent>"), tok.token_id(END_OF_TURN), tok.token_id("<user>"), tok.pad_id
+    reply_index = {ids: k for k, ids in enumerate(task.reply_ids)}
+    turns: list[Turn] = []
+    words: list[int] = []
+    reply: list[int] = []
+    where = "start"
+    for token in ids:
+        if token == pad:
+            continue
+        if token == agent_id or token == tok.eos_id:
+            if where == "reply":
+                text = tok.decode(words)
+                turns.append(Turn(task.utterance_index(text), reply_index.get(tuple(reply)), text))
+                words, reply = [], []
+            where = "utterance" if token == agent_id else "over"
+        elif token == sep:
+            where = "ended"
+        elif token == user:
+            where = "reply"
+        elif where == "utterance":
+            words.append(token)
+        elif where == "reply":
+            reply.append(token)
+    return turns, (words if where == "utterance" else [])
+
+
+class ScriptedAgent:
+    r"""A behaviour policy over utterances, played token by token.
+
+    The token distribution is the utterance distribution's prefix marginal: after the words
+    :math:`w_{<i}` of the current utterance,
+    :math:`\pi(w_i \mid h, w_{<i}) \propto \sum_{u:\ u_{<i} = w_{<i},\ u_i = w_i} \pi(u \mid h)`
+    (with ``<sep>`` as each utterance's last token), so sampling tokens samples utterances from
+    :math:`\pi(u \mid h)`, and greedy decoding of the deterministic expert writes its utterance.
+    """
+
+    def __init__(self, task: DialogueTask, policy: BehaviourPolicy | str, **policy_kwargs) -> None:
+        self.task = task
+        self.policy = task.policy(policy, **policy_kwargs) if isinstance(policy, str) else policy
+        if self.policy.task is not task:
+            raise ValueError("the policy belongs to a different task")
+        tok = task.tokenizer()
+        self._sep = tok.token_id(END_OF_TURN)
+        self._utterances = [ids + (self._sep,) for ids in task.utterance_ids]
+        self._cache: dict[tuple, np.ndarray] = {}
+
+    @property
+    def name(self) -> str:
+        return self.policy.name
+
+    def token_distribution(self, ids: Sequence[int]) -> np.ndarray:
+        """``(V,)`` probabilities of the next token after the dialogue ``ids``."""
+        turns, words = parse_dialogue(self.task, ids)
+        key = tuple((t.utterance, t.reply) for t in turns)
+        if key not in self._cache:
+            self._cache[key] = self.policy.probabilities(turns)
+        p_utterance = self._cache[key]
+        k = len(words)
+        prefix = tuple(words)
+        out = np.zeros(self.task.tokenizer().vocab_size)
+        for u, ids_u in enumerate(self._utterances):
+            if p_utterance[u] > 0 and len(ids_u) > k and ids_u[:k] == prefix:
+                out[ids_u[k]] += p_utterance[u]
+        if out.sum() == 0:  # off the policy's support: end the turn
+            out[self._sep] = 1.0
+        return out / out.sum()
+
+    def next_token_logits(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if tokens.dim() != 2 or tokens.shape != mask.shape:
+            raise ValueError(f"tokens and mask must be equal (batch, time) shapes, got {tuple(tokens.shape)}, {tuple(mask.shape)}")
+        rows = [row[m.bool()].tolist() for row, m in zip(tokens.cpu(), mask.cpu())]
+        probs = torch.tensor(np.stack([self.token_distribution(r) for r in rows]), dtype=torch.float32)
+        return probs.log().to(tokens.device)
+
+    def __repr__(self) -> str:
+        return f"ScriptedAgent({self.task.name}, {self.policy.name})"
+
+
+class LanguageModelAgent:
+    """A GPT playing the game: the next-token logits at each row's last real token.
+
+    Histories longer than the model's ``block_size`` keep their most recent ``block_size`` tokens.
+    """
+
+    def __init__(self, model: GPT, temperature: float = 1.0) -> None:
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0 (use play(..., greedy=True) for greedy), got {temperature}")
+        self.model = model
+        self.temperature = float(temperature)
+
+    @torch.no_grad()
+    def next_token_logits(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if tokens.dim() != 2 or tokens.shape != mask.shape:
+            raise ValueError(f"tokens and mask must be equal (batch, time) shapes, got {tuple(tokens.shape)}, {tuple(mask.shape)}")
+        block = self.model.config.block_size
+        tokens, mask = tokens[:, -block:], mask[:, -block:]  # left-padded: the recent past is on the right
+        was_training = self.model.training
+        self.model.eval()
+        logits = self.model(tokens.to(self.model.device), attention_mask=mask.to(self.model.device)).logits[:, -1]
+        self.model.train(was_training)
+        return logits / self.temperature
