@@ -4,7 +4,10 @@ Follows nanoGPT's layout (pre-LayerNorm blocks, learned positions, tied input/ou
 and adds the two things an RL book needs from a language model:
 
 * a key/value cache, so sampling ``N`` new tokens costs ``O(N)`` forward steps of one token each
-  instead of ``N`` forward passes over the whole prefix;
+  instead of ``N`` forward passes over the whole prefix. The cache is either the list of per-layer
+  ``(keys, values)`` that ``forward`` returns (grown by concatenation: simple, and gradients flow
+  through it) or a :class:`StaticKVCache` allocated once at its final size and written in place
+  (what ``generate`` and the history policies use: no step copies the past);
 * the final hidden states, so value, reward and Q heads (:mod:`seqrl.models.heads`) can sit on the
   same trunk that writes the tokens.
 
@@ -24,10 +27,73 @@ import torch.nn.functional as F
 
 from .sampling import sample_from_logits
 
-__all__ = ["GPTConfig", "GPT", "GPTOutput", "Generation", "KVCache"]
+__all__ = ["GPTConfig", "GPT", "GPTOutput", "Generation", "KVCache", "StaticKVCache"]
 
 # One (keys, values) pair per layer, each (B, n_head, T_cache, head_dim).
 KVCache = list[tuple[torch.Tensor, torch.Tensor]]
+
+
+class StaticKVCache:
+    r"""A key/value cache of fixed ``capacity`` positions, allocated once and written in place.
+
+    ``keys`` and ``values`` are ``(n_layer, B, n_head, capacity, head_dim)``; the first ``length``
+    slots along the time axis hold the cached positions. Passed as ``past`` to :meth:`GPT.forward`,
+    the new positions' keys and values are written into slots ``length .. length + T - 1`` and the
+    attention reads views of slots ``0 .. length + T - 1``, so a step costs no copy of the past
+    (the list cache concatenates, copying all ``T_past`` positions at every step: quadratic in the
+    sequence length). ``forward`` returns this same object with ``length`` advanced.
+
+    It is a cache for inference: it is updated in place, so keep it out of autograd (use it under
+    ``torch.no_grad`` / ``torch.inference_mode``). It reads like a :data:`KVCache`: ``len(cache)``
+    is the number of layers and ``cache[i]`` is layer ``i``'s ``(keys, values)``, each
+    ``(B, n_head, length, head_dim)`` (views, not copies).
+    """
+
+    def __init__(self, n_layer: int, batch: int, n_head: int, capacity: int, head_dim: int,
+                 device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> None:
+        for name, value in (("n_layer", n_layer), ("batch", batch), ("n_head", n_head), ("capacity", capacity), ("head_dim", head_dim)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"StaticKVCache {name} must be a positive int, got {value!r}")
+        self.keys = torch.zeros(n_layer, batch, n_head, capacity, head_dim, device=device, dtype=dtype)
+        self.values = torch.zeros_like(self.keys)
+        self.length = 0
+
+    @classmethod
+    def for_model(cls, model: "GPT", batch: int, capacity: int | None = None) -> "StaticKVCache":
+        """An empty cache for ``batch`` sequences of ``model`` (``capacity`` defaults to its ``block_size``)."""
+        config, weight = model.config, model.pos_emb.weight
+        return cls(config.n_layer, batch, config.n_head, capacity or config.block_size, config.n_embd // config.n_head,
+                   device=weight.device, dtype=weight.dtype)
+
+    @property
+    def capacity(self) -> int:
+        return self.keys.shape[3]
+
+    @property
+    def batch_size(self) -> int:
+        return self.keys.shape[1]
+
+    def __len__(self) -> int:
+        return self.keys.shape[0]
+
+    def __getitem__(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.keys[layer, :, :, : self.length], self.values[layer, :, :, : self.length]
+
+    def write(self, layer: int, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store ``keys, values (B, n_head, T, head_dim)`` after the cached positions of ``layer``;
+        return views of all of them, ``(B, n_head, length + T, head_dim)``. ``length`` is advanced
+        by :meth:`GPT.forward` once every layer has written."""
+        end = self.length + keys.shape[2]
+        self.keys[layer, :, :, self.length : end] = keys
+        self.values[layer, :, :, self.length : end] = values
+        return self.keys[layer, :, :, :end], self.values[layer, :, :, :end]
+
+
+class _CacheSlot(NamedTuple):
+    """Layer ``layer`` of a :class:`StaticKVCache`, as handed to one attention layer."""
+
+    cache: StaticKVCache
+    layer: int
 
 
 @dataclass
@@ -78,7 +144,7 @@ class CausalSelfAttention(nn.Module):
     def forward(
         self,
         x: torch.Tensor,
-        past: tuple[torch.Tensor, torch.Tensor] | None,
+        past: tuple[torch.Tensor, torch.Tensor] | _CacheSlot | None,
         attn_mask: torch.Tensor | None,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         B, T, C = x.shape
@@ -86,7 +152,9 @@ class CausalSelfAttention(nn.Module):
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
-        if past is not None:
+        if isinstance(past, _CacheSlot):
+            k, v = past.cache.write(past.layer, k, v)  # (B, nh, T_past + T, hs), views: the past is not copied
+        elif past is not None:
             k = torch.cat([past[0], k], dim=2)  # (B, nh, T_past + T, hs)
             v = torch.cat([past[1], v], dim=2)
         dropout = self.dropout if self.training else 0.0
@@ -164,7 +232,7 @@ class GPT(nn.Module):
     def forward(
         self,
         idx: torch.Tensor | None,
-        past: KVCache | None = None,
+        past: KVCache | StaticKVCache | None = None,
         attention_mask: torch.Tensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
     ) -> GPTOutput:
@@ -172,7 +240,8 @@ class GPT(nn.Module):
 
         Args:
             idx: ``(B, T)`` token ids, or ``None`` when ``inputs_embeds`` is given.
-            past: the cache returned by the previous call (positions ``0 .. T_past - 1``).
+            past: the cache returned by the previous call (positions ``0 .. T_past - 1``), or a
+                :class:`StaticKVCache`, which is written in place and returned (``T_past`` = its ``length``).
             attention_mask: ``(B, T_past + T)``: 1 for real tokens, 0 for padding; ``None`` = all real.
             inputs_embeds: ``(B, T, n_embd)`` input vectors used instead of token embeddings, so the
                 same trunk can read continuous observations (a POMDP history) as well as text.
@@ -203,6 +272,9 @@ class GPT(nn.Module):
             raise ValueError(
                 f"sequence of {T_past + T} tokens exceeds the model's block_size {self.config.block_size}"
             )
+        static = isinstance(past, StaticKVCache)
+        if static and T_past + T > past.capacity:
+            raise ValueError(f"sequence of {T_past + T} tokens exceeds the StaticKVCache's capacity {past.capacity}")
         if attention_mask is None and past is not None and T > 1:
             # Several new tokens after a cache need the causal mask offset by T_past.
             attention_mask = torch.ones(B, T_past + T, dtype=torch.long, device=device)
@@ -211,8 +283,12 @@ class GPT(nn.Module):
         x = self.drop(inputs + self.pos_emb(positions))  # (B, T, C)
         present: KVCache = []
         for i, block in enumerate(self.blocks):
-            x, kv = block(x, None if past is None else past[i], attn_mask)
+            layer_past = _CacheSlot(past, i) if static else None if past is None else past[i]
+            x, kv = block(x, layer_past, attn_mask)
             present.append(kv)
+        if static:
+            past.length += T
+            present = past
         hidden = self.ln_f(x)
         return GPTOutput(self.lm_head(hidden), hidden, present)
 
@@ -305,11 +381,12 @@ class GPT(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            seq, past, step_input = idx, None, idx
+            seq, step_input = idx, idx
+            # One buffer for the whole sample, written in place: no step copies the cached past.
+            past = StaticKVCache.for_model(self, B, T + max_new_tokens) if use_cache else None
             for t in range(max_new_tokens):
                 if use_cache:
                     out = self(step_input, past=past, attention_mask=mask)
-                    past = out.past
                 else:
                     out = self(seq, attention_mask=mask)
                 next_token, next_logprob = sample_from_logits(out.logits[:, -1], temperature, top_k, generator)

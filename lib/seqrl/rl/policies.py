@@ -29,7 +29,8 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from ..models import GPT, GPTConfig, KVCache, ValueHead
+from ..models import GPT, GPTConfig, ValueHead
+from ..models.gpt import StaticKVCache  # not re-exported by seqrl.models (not this module's file)
 from ..pomdp.wrappers import frame_stack, push_frame
 
 __all__ = ["FrameStackTrunk", "GRUTrunk", "GPTTrunk", "GPTState", "ActorCritic", "make_policy", "POLICY_KINDS"]
@@ -111,20 +112,32 @@ class GRUTrunk(nn.Module):
 
 
 class GPTState:
-    """The memory of :class:`GPTTrunk`: the key/value cache and which cached positions are live.
+    """The memory of :class:`GPTTrunk`: a :class:`~seqrl.models.gpt.StaticKVCache` of ``block_size``
+    positions and which of its slots are live. Updated in place by ``step`` and ``reset_state``.
 
-    ``mask (N, T_cache)`` is 1 for positions of a row's current episode and 0 for positions of
-    earlier episodes (or empty slots), exactly the GPT's left-padding mask: masked keys are never
-    attended to and positions are counted over live entries only, so a new episode starts at
-    position 0 whatever is still in the cache.
+    ``mask (N, block_size)`` is 1 for slots holding a position of a row's current episode and 0 for
+    slots of earlier episodes (or unused ones), exactly the GPT's padding mask: masked keys are never
+    attended to and positions are counted over live slots only, so a new episode starts at position
+    0 whatever is still in the cache. Slots of ended episodes are reclaimed only when the cache is
+    full (or at once, when every row has ended), so most steps move no cached key or value.
     """
 
-    def __init__(self, n: int, past: KVCache | None = None, mask: torch.Tensor | None = None, all_live: bool = True) -> None:
-        self.n, self.past, self.mask, self.all_live = n, past, mask, all_live
+    def __init__(self, cache: StaticKVCache, mask: torch.Tensor) -> None:
+        self.cache, self.mask = cache, mask  # mask: (N, capacity)
+        self.all_live = True  # every used slot is live: the GPT's plain causal path, no mask needed
+
+    @property
+    def n(self) -> int:
+        return self.cache.batch_size
 
     @property
     def length(self) -> int:
-        return 0 if self.mask is None else self.mask.shape[1]
+        """Slots in use (live or dead), at most ``block_size``."""
+        return self.cache.length
+
+    def longest_episode(self) -> int:
+        """Steps of the longest live episode (what the cache must hold at least)."""
+        return int(self.mask[:, : self.length].sum(dim=1).max()) if self.length else 0
 
 
 def _sinusoids(length: int, dim: int) -> torch.Tensor:
@@ -142,22 +155,38 @@ class GPTTrunk(nn.Module):
     :math:`z_t = \mathrm{GPT}(W o_0, \dots, W o_t)_t` through ``inputs_embeds``, causal attention over
     the whole episode.
 
-    ``block_size`` must be at least the longest episode. Acting uses the key/value cache: each step
-    costs one token's forward pass, and ``reset_state`` masks a finished row's cached positions out
-    and compacts the cache so it never holds more than the longest live episode.
+    The attention starts with a prior toward recent steps (``recency``; 0 keeps GPT-2's random init):
+    the head that reads the fast position frequencies weights the last few steps most, the one that
+    reads the slow frequencies spreads over the episode, and training moves them where they are needed.
+
+    ``block_size`` must be at least the longest episode. Acting uses a key/value cache of
+    ``block_size`` positions allocated once (:class:`~seqrl.models.gpt.StaticKVCache`): each step costs
+    one token's forward pass and writes one position in place, ``reset_state`` masks a finished
+    row's cached positions out, and the slots of ended episodes are reclaimed when the cache is full.
     """
 
-    def __init__(self, obs_dim: int, n_embd: int = 32, n_layer: int = 1, n_head: int = 2, block_size: int = 64) -> None:
+    def __init__(self, obs_dim: int, n_embd: int = 32, n_layer: int = 1, n_head: int = 2, block_size: int = 64,
+                 recency: float = 0.25) -> None:
         super().__init__()
+        if recency < 0:
+            raise ValueError(f"recency must be >= 0, got {recency}")
         self.obs_dim, self.out_dim = obs_dim, n_embd
         self.embed = nn.Linear(obs_dim, n_embd)
         # vocab_size 1: the token embedding and LM head are unused (observations come as vectors).
         self.gpt = GPT(GPTConfig(vocab_size=1, block_size=block_size, n_layer=n_layer, n_head=n_head, n_embd=n_embd))
-        # Sinusoidal positions (Vaswani et al. 2017) instead of random ones: nearby steps get similar
-        # codes and "the step before" is a fixed linear map, so the first policy behaves sensibly at
-        # steps that short early episodes never reached. They remain trainable.
         with torch.no_grad():
+            # Sinusoidal positions (Vaswani et al. 2017) instead of random ones: nearby steps get similar
+            # codes and "the step before" is a fixed linear map, so the first policy behaves sensibly at
+            # steps that short early episodes never reached. They remain trainable.
             self.gpt.pos_emb.weight.copy_(_sinusoids(block_size, n_embd))
+            # A recency prior: W_q = W_k = sqrt(recency) I, so the score of step s seen from step t starts
+            # as recency * <LN(x_t), LN(x_s)> / sqrt(d_head), and with sinusoidal positions
+            # <p_t, p_s> = sum_i cos(w_i (t - s)) is largest for the latest steps. GPT-2's init (std 0.02,
+            # chosen for 768 dimensions) starts every past step at the same weight; on CartPole without
+            # velocities, where the last steps matter, PPO needs fewer iterations with the prior (chapter 03).
+            if recency > 0:
+                for block in self.gpt.blocks:
+                    block.attn.qkv.weight[: 2 * n_embd] = math.sqrt(recency) * torch.eye(n_embd).repeat(2, 1)  # q, k rows
 
     @property
     def block_size(self) -> int:
@@ -170,39 +199,52 @@ class GPTTrunk(nn.Module):
         return self.gpt(None, inputs_embeds=self.embed(obs)).hidden
 
     def initial_state(self, n: int) -> GPTState:
-        return GPTState(n)
+        cache = StaticKVCache.for_model(self.gpt, n)  # (n_layer, n, n_head, block_size, head_dim), allocated once
+        return GPTState(cache, torch.zeros(n, self.block_size, dtype=torch.long, device=cache.keys.device))
 
     def step(self, obs: torch.Tensor, state: GPTState) -> tuple[torch.Tensor, GPTState]:
+        """One token's forward pass, its keys and values written into the cache in place (acting
+        only: the state is not differentiable; training reads whole episodes with ``forward``)."""
         _check_obs(obs, self.obs_dim, 2)
         n = obs.shape[0]
         if state.n != n:
             raise ValueError(f"the state holds {state.n} episodes, got observations for {n}")
-        if state.length + 1 > self.block_size:
-            raise ValueError(f"an episode longer than block_size={self.block_size} steps: build the trunk with a larger block_size")
-        live = torch.ones(n, 1, dtype=torch.long, device=obs.device)
-        mask = live if state.mask is None else torch.cat([state.mask, live], dim=1)  # (N, T_cache + 1)
-        # While no row has been reset every cached position is live: the plain (faster) causal path.
-        attention_mask = None if state.all_live else mask
-        out = self.gpt(None, past=state.past, attention_mask=attention_mask, inputs_embeds=self.embed(obs)[:, None])
-        return out.hidden[:, 0], GPTState(n, out.past, mask, state.all_live)
+        if state.length == self.block_size:
+            self._compact(state)
+        state.mask[:, state.length] = 1
+        # While no row has been reset every cached slot is live: the plain (faster) causal path.
+        attention_mask = None if state.all_live else state.mask[:, : state.length + 1]  # (N, T_cache + 1)
+        out = self.gpt(None, past=state.cache, attention_mask=attention_mask, inputs_embeds=self.embed(obs)[:, None])
+        return out.hidden[:, 0], state
 
     def reset_state(self, state: GPTState, done: torch.Tensor) -> GPTState:
         done = _check_done(done, state.n)
-        if state.mask is None or not bool(done.any()):
+        if state.length == 0 or not bool(done.any()):
             return state
-        mask = state.mask * ~done[:, None]
-        # Move each row's live entries to the right end (stable), then drop columns dead in every row.
-        order = torch.sort(mask, dim=1, stable=True).indices  # (N, T_cache): dead slots first
-        mask = mask.gather(1, order)
-        keep = int(mask.sum(dim=1).max())
-        if keep == 0:
-            return GPTState(state.n)
-        index = order[:, None, -keep:, None]  # (N, 1, keep, 1)
-        past = [
-            tuple(kv.gather(2, index.expand(-1, kv.shape[1], -1, kv.shape[3])) for kv in layer) for layer in state.past
-        ]
-        mask = mask[:, -keep:]
-        return GPTState(state.n, past, mask, all_live=bool(mask.all()))
+        live = state.mask[:, : state.length]
+        live.mul_(~done[:, None])
+        if not bool(live.any()):  # every episode ended: the whole cache is free
+            state.cache.length, state.all_live = 0, True
+        else:
+            state.all_live = False
+        return state
+
+    def _compact(self, state: GPTState) -> None:
+        """Move each row's live slots to the front (in order) and free the rest: run only when the
+        cache is full, so the cost of gathering the cache is paid once per ``block_size`` steps at most."""
+        live = state.mask[:, : state.length]  # (N, T_cache)
+        keep = state.longest_episode()
+        if keep >= self.block_size:
+            raise ValueError(f"an episode longer than block_size={self.block_size} steps: build the trunk with a larger block_size")
+        order = torch.sort(live, dim=1, descending=True, stable=True).indices[:, :keep]  # (N, keep): live slots first
+        cache = state.cache
+        for buffer in (cache.keys, cache.values):  # (n_layer, N, n_head, capacity, head_dim)
+            index = order[None, :, None, :, None].expand(buffer.shape[0], -1, buffer.shape[2], -1, buffer.shape[4])
+            buffer[:, :, :, :keep] = buffer[:, :, :, : state.length].gather(3, index)
+        kept = live.gather(1, order)  # (N, keep)
+        state.mask.zero_()
+        state.mask[:, :keep] = kept
+        cache.length, state.all_live = keep, bool(kept.all())
 
 
 class ActorCritic(nn.Module):
@@ -254,7 +296,7 @@ def make_policy(kind: str, obs_dim: int, n_actions: int, *, k: int = 1, hidden: 
 
     ``kind``: ``"memoryless"`` (MLP on :math:`o_t`), ``"stack"`` (MLP on the last ``k``
     observations), ``"gru"`` (``hidden`` units), ``"gpt"`` (``n_embd = hidden``; ``n_layer``,
-    ``n_head`` in ``sizes``; ``block_size`` >= the longest episode).
+    ``n_head``, ``recency`` in ``sizes``; ``block_size`` >= the longest episode).
     """
     if kind == "memoryless":
         trunk = FrameStackTrunk(obs_dim, 1, hidden)
