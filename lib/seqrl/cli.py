@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
 
         if args.list:
             for name, recipe in sorted(recipes().items()):
-                print(f"{name:24s} {'cached' if is_cached(name) else 'missing':8s} {recipe.description}")
+                print(f"{name:30s} {'cached' if is_cached(name) else 'missing':8s} {recipe.description}")
             return 0
         try:
             seconds = warm_cache(args.names or None, jobs=args.jobs)
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"seqrl models: {error}")
             return 1
         for name, s in seconds.items():
-            print(f"{name:24s} {'built in %.0f s' % s if s else 'already cached'}")
+            print(f"{name:30s} {'built in %.0f s' % s if s else 'already cached'}")
         print(f"cache: {cache_dir()}")
         return 0
     parser.error(f"unknown command {args.command}")

@@ -77,6 +77,7 @@ def register(recipe: Recipe) -> Recipe:
 def recipes() -> dict[str, Recipe]:
     """All registered recipes by name (the built-in ones are loaded on first use)."""
     from . import zoo as _builtin  # noqa: F401  (registers the book's recipes)
+    from .offline import recipes as _offline  # noqa: F401  (and Part 3's offline baselines)
 
     return dict(_REGISTRY)
 

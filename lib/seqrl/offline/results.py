@@ -1,0 +1,60 @@
+r"""Evaluating offline-RL agents over several seeds and normalising their scores as LMRL-Gym does.
+
+LMRL-Gym (Abdulhai et al. 2023) reports, per task and method, the mean return rescaled so that the
+worst reference policy scores 0 and the best scores 100:
+
+.. math:: \text{score} = 100\,\frac{R - R_{\text{low}}}{R_{\text{high}} - R_{\text{low}}},
+
+here with :math:`R_{\text{low}}` the random behaviour policy and :math:`R_{\text{high}}` the best
+behaviour policy in the data. Above 100 means better than every policy that wrote the data.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+
+__all__ = ["Evaluation", "evaluate", "normalised_score"]
+
+
+@dataclass
+class Evaluation:
+    """Returns and success rates of one agent, one entry per evaluation seed."""
+
+    returns: list[float]  # mean return of the games of each seed
+    successes: list[float]  # success rate of each seed
+    dialogues: list[str]  # the games of the first seed, for reading
+
+    @property
+    def mean_return(self) -> float:
+        return sum(self.returns) / len(self.returns)
+
+    @property
+    def spread(self) -> float:
+        """Seed-to-seed spread: the range (max - min) of the per-seed mean returns."""
+        return max(self.returns) - min(self.returns)
+
+    @property
+    def success(self) -> float:
+        return sum(self.successes) / len(self.successes)
+
+
+def evaluate(task: Any, agent: Any, seeds: Sequence[int], n_episodes: int, **play_kwargs) -> Evaluation:
+    """Play ``n_episodes`` games of ``task`` per seed (``task.play(agent, n_episodes, seed)``)."""
+    if not seeds or n_episodes < 1:
+        raise ValueError(f"need at least one seed and one episode, got seeds={list(seeds)} and n_episodes={n_episodes}")
+    returns, successes, dialogues = [], [], []
+    for seed in seeds:
+        result = task.play(agent, n_episodes, seed=seed, **play_kwargs)
+        returns.append(float(result["return"].float().mean()))
+        successes.append(float(torch.as_tensor(result["success"]).float().mean()))
+        dialogues = dialogues or list(result["dialogues"])
+    return Evaluation(returns, successes, dialogues)
+
+
+def normalised_score(value: float, low: float, high: float) -> float:
+    """``100 * (value - low) / (high - low)``: 0 at the random policy, 100 at the best behaviour."""
+    if high == low:
+        raise ValueError(f"the reference returns must differ, got low = high = {low}")
+    return 100.0 * (value - low) / (high - low)
