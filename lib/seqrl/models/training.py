@@ -7,7 +7,6 @@ with :math:`m` the mask of real (non-padding) tokens.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import torch
@@ -16,6 +15,7 @@ import torch.nn.functional as F
 from ..text.batching import IGNORE_INDEX, lm_inputs_and_targets
 from ..utils import progress
 from .gpt import GPT
+from .schedules import warmup_cosine
 
 __all__ = ["lm_loss", "TrainHistory", "train_language_model"]
 
@@ -97,12 +97,6 @@ def train_language_model(
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.99))
 
-    def lr_at(step: int) -> float:
-        if step < warmup:
-            return lr * (step + 1) / warmup
-        progress_frac = (step - warmup) / max(1, steps - warmup)
-        return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress_frac)))
-
     history = TrainHistory()
     start = time.perf_counter()
     model.train()
@@ -111,7 +105,7 @@ def train_language_model(
         batch_mask = mask[rows]
         width = int(batch_mask.sum(dim=1).max())  # trim columns that are padding for the whole batch
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(step)
+            group["lr"] = warmup_cosine(step, steps, lr, warmup)
         loss = lm_loss(model, tokens[rows, :width], batch_mask[:, :width])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -9,18 +9,18 @@ episodes with the highest returns (:func:`seqrl.offline.data.top_fraction`).
 """
 from __future__ import annotations
 
-import math
 import time
 from typing import Any
 
 import torch
 
 from ..models.gpt import GPT
+from ..models.schedules import warmup_cosine
 from ..models.training import TrainHistory, lm_loss
 from ..utils import progress
 from .data import check_offline_dataset, sample_batch
 
-__all__ = ["bc_loss", "train_bc", "warmup_cosine"]
+__all__ = ["bc_loss", "train_bc"]
 
 
 def bc_loss(model: GPT, tokens: torch.Tensor, mask: torch.Tensor, action_mask: torch.Tensor) -> torch.Tensor:
@@ -32,14 +32,6 @@ def bc_loss(model: GPT, tokens: torch.Tensor, mask: torch.Tensor, action_mask: t
     if not tokens.shape == mask.shape == action_mask.shape:
         raise ValueError(f"tokens, mask and action_mask must have one shape, got {tuple(tokens.shape)}, {tuple(mask.shape)}, {tuple(action_mask.shape)}")
     return lm_loss(model, tokens, action_mask * mask)
-
-
-def warmup_cosine(step: int, steps: int, lr: float, warmup: int) -> float:
-    """The book's learning-rate schedule: linear warm-up, then cosine decay to 10% of ``lr``."""
-    if step < warmup:
-        return lr * (step + 1) / warmup
-    frac = (step - warmup) / max(1, steps - warmup)
-    return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
 
 
 def train_bc(

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from ..models.gpt import GPT
 from ..models.heads import ILQLHeads
 from ..utils import progress
-from .bc import warmup_cosine
+from ..models.schedules import warmup_cosine
 from .data import Batch, batch_at, check_offline_dataset
 from .objectives import (
     cql_penalty,

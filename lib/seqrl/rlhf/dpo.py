@@ -30,6 +30,7 @@ import torch
 
 from ..models.completions import Completions
 from ..models.gpt import GPT
+from ..models.schedules import record_evaluation, warmup_linear_decay
 from ..models.scoring import logprobs as score_logprobs
 from ..text.tokenizer import Tokenizer
 from ..utils import progress
@@ -157,22 +158,13 @@ def train_dpo(
     steps_per_epoch = math.ceil(n / batch_size)
     total = epochs * steps_per_epoch
     optimizer = torch.optim.Adam(policy.parameters(), lr=lr)
-    def lr_factor(step: int) -> float:
-        warm = min(1.0, (step + 1) / (warmup_steps + 1))
-        return warm * (1.0 - step / total if anneal_lr else 1.0)
-
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_linear_decay(total, warmup_steps, anneal_lr))
     shuffle = torch.Generator().manual_seed(seed)
     history = DPOHistory()
     started = time.perf_counter()
 
     def record_eval(step: int) -> None:
-        if evaluate is None:
-            return
-        with torch.no_grad():
-            for name, value in evaluate(policy).items():
-                history.evals.setdefault(name, []).append(float(value))
-        history.eval_steps.append(step)
+        record_evaluation(history, history.eval_steps, evaluate, policy, step)
 
     record_eval(0)
     for _ in progress(range(epochs), desc="DPO"):

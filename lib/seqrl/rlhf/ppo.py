@@ -50,6 +50,7 @@ import torch.nn as nn
 from ..models.completions import Completions, sample_completions
 from ..models.gpt import GPT
 from ..models.heads import ValueHead
+from ..models.schedules import record_evaluation, warmup_linear_decay
 from ..models.scoring import logprobs as score_logprobs
 from ..rl.advantages import gae, masked_mean, masked_var, whiten
 from ..rl.losses import ppo_policy_loss, ppo_value_loss
@@ -425,11 +426,8 @@ def train_ppo(
     value_lr = config.lr if config.value_lr is None else config.value_lr
     optimizer = torch.optim.Adam([{"params": list(policy.lm.parameters())}, {"params": critic, "lr": value_lr}],
                                  lr=config.lr, eps=config.adam_eps)
-    def lr_factor(iteration: int) -> float:
-        warm = min(1.0, (iteration + 1) / (config.warmup_iterations + 1))
-        return warm * (1.0 - iteration / config.iterations if config.anneal_lr else 1.0)
-
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, warmup_linear_decay(config.iterations, config.warmup_iterations, config.anneal_lr))
     controller = AdaptiveKLController(config.kl_coef, config.kl_target, config.kl_horizon) if config.kl_target is not None else None
     sample_generator = torch.Generator(device=policy.lm.device).manual_seed(config.seed)
     shuffle_generator = torch.Generator().manual_seed(config.seed + 1)
@@ -437,12 +435,7 @@ def train_ppo(
     started = time.perf_counter()
 
     def record_eval(iteration: int) -> None:
-        if evaluate is None:
-            return
-        with torch.no_grad():
-            for name, value in evaluate(policy.lm).items():
-                history.evals.setdefault(name, []).append(float(value))
-        history.eval_iterations.append(iteration)
+        record_evaluation(history, history.eval_iterations, evaluate, policy.lm, iteration)
 
     record_eval(0)
     k = config.samples_per_prompt

@@ -36,6 +36,7 @@ import torch
 
 from ..models.completions import sample_completions
 from ..models.gpt import GPT
+from ..models.schedules import record_evaluation, warmup_linear_decay
 from ..models.scoring import logprobs as score_logprobs
 from ..rl.losses import reinforce_loss
 from ..text.tokenizer import Tokenizer
@@ -204,22 +205,13 @@ def train_reinforce(
     optimizer = torch.optim.Adam(policy.parameters(), lr=config.lr)
     # Adam normalises each coordinate, so its first updates move every weight by about lr whatever the
     # gradient's size: a short linear warm-up keeps that initial random jump away from the reference small.
-    def lr_factor(step: int) -> float:
-        warm = min(1.0, (step + 1) / (config.warmup_steps + 1))
-        return warm * (1.0 - step / config.steps if config.anneal_lr else 1.0)
-
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_linear_decay(config.steps, config.warmup_steps, config.anneal_lr))
     generator = torch.Generator(device=policy.device).manual_seed(config.seed)
     history = ReinforceHistory()
     started = time.perf_counter()
 
     def record_eval(step: int) -> None:
-        if evaluate is None:
-            return
-        with torch.no_grad():
-            for name, value in evaluate(policy).items():
-                history.evals.setdefault(name, []).append(float(value))
-        history.eval_steps.append(step)
+        record_evaluation(history, history.eval_steps, evaluate, policy, step)
 
     record_eval(0)
     for step in progress(range(config.steps), desc="REINFORCE"):
