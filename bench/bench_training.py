@@ -4,6 +4,9 @@ both are from the machine's limit.
 
 * **Peak**: the measured single-precision matmul rate of this machine (a 1024 x 1024 x 1024 matmul,
   :math:`2n^3` FLOPs), the ceiling for a dense model.
+* **Optimiser**: each side the one its library trains with: seqrl's trainers use multi-tensor
+  (``foreach``) AdamW (:mod:`seqrl.models.optim`); ``transformers``' ``Trainer`` defaults to the
+  fused AdamW kernel (``adamw_torch_fused``) with torch >= 2.8.
 * **MFU** (model FLOPs utilisation, Chowdhery et al. 2022): :math:`6 N` FLOPs per trained token
   (forward :math:`2N`, backward :math:`4N`, attention ignored), divided by the peak.
 
@@ -18,6 +21,7 @@ import torch.nn.functional as F
 
 import seqrl
 from seqrl.models import GPT, GPTConfig
+from seqrl.models.optim import adamw
 
 from common import SIZES, print_table, write_json
 from peers import PeerMissing, hf_gpt2, parameter_count
@@ -44,11 +48,18 @@ def _logits(model: torch.nn.Module, idx: torch.Tensor) -> torch.Tensor:
     return out.logits
 
 
-def tokens_per_second(model: torch.nn.Module, data: torch.Tensor, batch: int, steps: int, warmup: int = 3) -> float:
+def make_optimizer(side: str, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """The AdamW each library trains with (see the module docstring)."""
+    if side == "seqrl":
+        return adamw(model.parameters(), 3e-4)
+    return torch.optim.AdamW(model.parameters(), lr=3e-4, fused=True)
+
+
+def tokens_per_second(model: torch.nn.Module, side: str, data: torch.Tensor, batch: int, steps: int, warmup: int = 3) -> float:
     """Train ``model`` for ``warmup + steps`` AdamW steps on consecutive batches of ``data (M, T+1)``;
     tokens per second over the last ``steps``. The loss is the same next-token cross-entropy for every model."""
     model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4)
+    optimizer = make_optimizer(side, model)
     T = data.shape[1] - 1
     device = data.device
     start = None
@@ -74,7 +85,7 @@ def best_of(models: dict[str, torch.nn.Module], data: torch.Tensor, batch: int, 
     best = {name: 0.0 for name in models}
     for _ in range(rounds):
         for name, model in models.items():
-            best[name] = max(best[name], tokens_per_second(model, data, batch, steps))
+            best[name] = max(best[name], tokens_per_second(model, name, data, batch, steps))
     return best
 
 

@@ -252,16 +252,17 @@ class GPT(nn.Module):
         """
         if (idx is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of idx (token ids) and inputs_embeds (input vectors)")
+        # Inputs follow the model: a learner's CPU tensors work with a model on CUDA (no-op on the CPU).
+        device = self.pos_emb.weight.device
+        idx, inputs_embeds, attention_mask = (x.to(device) if isinstance(x, torch.Tensor) else x for x in (idx, inputs_embeds, attention_mask))
         if inputs_embeds is not None:
             if inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != self.config.n_embd:
                 raise ValueError(
                     f"inputs_embeds must have shape (batch, time, {self.config.n_embd}), got {tuple(inputs_embeds.shape)}"
                 )
             B, T = inputs_embeds.shape[:2]
-            device = inputs_embeds.device
         else:
             B, T = self._check_idx(idx)
-            device = idx.device
         T_past = 0 if past is None else past[0][0].shape[2]
         if past is not None and (len(past) != self.config.n_layer or past[0][0].shape[0] != B):
             raise ValueError(
@@ -372,6 +373,7 @@ class GPT(nn.Module):
                 f"prompt ({T}) + max_new_tokens ({max_new_tokens}) exceeds block_size "
                 f"{self.config.block_size}"
             )
+        idx = idx.to(self.device)  # prompts follow the model (CPU prompts, CUDA model)
         pad = stop_token if pad_token is None else pad_token
         tokens = idx.new_full((B, max_new_tokens), pad if pad is not None else 0)
         logprobs = torch.zeros(B, max_new_tokens, device=idx.device)

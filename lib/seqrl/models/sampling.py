@@ -54,7 +54,9 @@ def sample_from_logits(
         logits: ``(B, V)`` next-token scores.
         temperature: :math:`\tau \ge 0`.
         top_k: restrict sampling to the ``k`` largest logits.
-        generator: a ``torch.Generator`` on the logits' device, for reproducible draws.
+        generator: a ``torch.Generator`` for reproducible draws, on any device: the uniforms are
+            drawn where the generator lives and moved to the logits, so a CPU generator seeds a
+            CUDA model's samples (with the same uniforms as on the CPU).
 
     Returns:
         ``tokens`` ``(B,)`` int64 and ``logprobs`` ``(B,)`` float32.
@@ -68,7 +70,8 @@ def sample_from_logits(
         return tokens, torch.zeros(tokens.shape, dtype=torch.float32, device=logits.device)
     logprobs = sampling_logprobs(logits, temperature, top_k)  # (B, V)
     cdf = logprobs.exp().cumsum(dim=-1)  # (B, V)
-    u = torch.rand(logits.shape[0], 1, generator=generator, device=logits.device)  # (B, 1)
+    draw_on = generator.device if generator is not None else logits.device
+    u = torch.rand(logits.shape[0], 1, generator=generator, device=draw_on).to(logits.device)  # (B, 1)
     u = u * cdf[:, -1:]  # guard against a cdf ending a hair below 1
     tokens = torch.searchsorted(cdf, u, right=True).squeeze(-1).clamp_(max=logits.shape[-1] - 1)  # (B,)
     chosen = logprobs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)

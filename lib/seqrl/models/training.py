@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from ..text.batching import IGNORE_INDEX, lm_inputs_and_targets
 from ..utils import progress
 from .gpt import GPT
+from .optim import adamw
 from .schedules import warmup_cosine
 
 __all__ = ["lm_loss", "TrainHistory", "train_language_model"]
@@ -95,7 +96,7 @@ def train_language_model(
     if val is not None:
         val = (val[0].to(device), val[1].to(device))
     generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.99))
+    optimizer = adamw(model.parameters(), lr, weight_decay=weight_decay, betas=(0.9, 0.99))
 
     history = TrainHistory()
     start = time.perf_counter()

@@ -115,7 +115,7 @@ class ILQL(nn.Module):
         super().__init__()
         self.trunk = trunk
         self.train_trunk = bool(train_trunk)
-        self.heads = ILQLHeads(trunk.config.n_embd, trunk.config.vocab_size, width)
+        self.heads = ILQLHeads(trunk.config.n_embd, trunk.config.vocab_size, width).to(trunk.device)
         self.target_q1 = copy.deepcopy(self.heads.q1).requires_grad_(False)
         self.target_q2 = copy.deepcopy(self.heads.q2).requires_grad_(False)
 

@@ -37,6 +37,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..models.optim import adam
 from .advantages import masked_mean
 from .policies import GRUTrunk
 
@@ -305,7 +306,7 @@ def train_drqn(q_net: QNetwork, env: Any, config: DRQNConfig | None = None, eval
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     target_net = copy.deepcopy(q_net)
-    optimizer = torch.optim.Adam(q_net.parameters(), lr=config.lr)
+    optimizer = adam(q_net.parameters(), config.lr)
     device = next(q_net.parameters()).device
     replay = EpisodeReplay(config.capacity, env.max_steps, env.obs_dim, q_net.hidden, device)
     log, steps, start = DRQNLog(replay=replay), 0, time.perf_counter()

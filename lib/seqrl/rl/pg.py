@@ -30,6 +30,7 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
+from ..models.optim import adam
 from .advantages import gae, masked_mean, whiten
 from .losses import ppo_policy_loss, ppo_value_loss, reinforce_loss
 from .returns import discounted_returns
@@ -215,7 +216,7 @@ def train(
     config = config or PGConfig()
     torch.manual_seed(seed)
     generator = torch.Generator(device=policy.device).manual_seed(seed)
-    optimizer = torch.optim.Adam(policy.parameters(), lr=config.lr)
+    optimizer = adam(policy.parameters(), config.lr)
     log, start = TrainingLog(), time.perf_counter()
     for iteration in range(config.iterations):
         batch = collect_episodes(env, policy, seed=seed * 100_003 + iteration, generator=generator)

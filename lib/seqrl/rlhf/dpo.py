@@ -30,6 +30,7 @@ import torch
 
 from ..models.completions import Completions
 from ..models.gpt import GPT
+from ..models.optim import adam
 from ..models.schedules import record_evaluation, warmup_linear_decay
 from ..models.scoring import logprobs as score_logprobs
 from ..text.tokenizer import Tokenizer
@@ -157,7 +158,7 @@ def train_dpo(
     ref_chosen, ref_rejected = _all_sequence_logprobs(reference, chosen), _all_sequence_logprobs(reference, rejected)
     steps_per_epoch = math.ceil(n / batch_size)
     total = epochs * steps_per_epoch
-    optimizer = torch.optim.Adam(policy.parameters(), lr=lr)
+    optimizer = adam(policy.parameters(), lr)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_linear_decay(total, warmup_steps, anneal_lr))
     shuffle = torch.Generator().manual_seed(seed)
     history = DPOHistory()

@@ -36,6 +36,7 @@ import torch
 
 from ..models.completions import sample_completions
 from ..models.gpt import GPT
+from ..models.optim import adam
 from ..models.schedules import record_evaluation, warmup_linear_decay
 from ..models.scoring import logprobs as score_logprobs
 from ..rl.losses import reinforce_loss
@@ -202,7 +203,7 @@ def train_reinforce(
         reference = copy.deepcopy(policy)
     reference.eval()  # scored under no_grad; its requires_grad flags are left as they are
     policy.train()
-    optimizer = torch.optim.Adam(policy.parameters(), lr=config.lr)
+    optimizer = adam(policy.parameters(), config.lr)
     # Adam normalises each coordinate, so its first updates move every weight by about lr whatever the
     # gradient's size: a short linear warm-up keeps that initial random jump away from the reference small.
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_linear_decay(config.steps, config.warmup_steps, config.anneal_lr))

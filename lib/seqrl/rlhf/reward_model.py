@@ -35,6 +35,7 @@ import torch.nn as nn
 from ..models.completions import Completions, encode_completions, encode_prompts
 from ..models.gpt import GPT
 from ..models.heads import ValueHead, gather_last
+from ..models.optim import adamw
 from ..models.schedules import warmup_linear_decay
 from ..text.tokenizer import Tokenizer
 from ..utils import progress
@@ -239,7 +240,7 @@ def train_reward_model(
     n = len(pairs)
     steps_per_epoch = math.ceil(n / batch_size)
     total = epochs * steps_per_epoch
-    optimizer = torch.optim.AdamW([p for p in rm.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay)
+    optimizer = adamw([p for p in rm.parameters() if p.requires_grad], lr, weight_decay=weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_linear_decay(total, 0, anneal_lr))
     lengths = attention_mask.sum(dim=1)
     pair_lengths = torch.maximum(lengths[:n], lengths[n:]).cpu()  # columns a pair needs
