@@ -7,7 +7,7 @@ policies of different quality, logs their games as an :class:`OfflineDataset`
 """
 from .dataset import STANDARD_MIX, OfflineDataset, build_dataset, encode_dialogue, mix_counts, rollout, standard_dataset
 from .guess_number import GuessMyNumber
-from .play import Agent, LanguageModelAgent, ScriptedAgent, play
+from .play import Agent, LanguageModelAgent, ScriptedAgent, agent_vocabulary, play
 from .policies import BEHAVIOURS, BehaviourPolicy, ExpertPolicy, GuesserPolicy, NoisyPolicy, RandomPolicy, behaviour_policy, reply_entropy
 from .task import END_OF_TURN, PARDON, DialogueTask, Turn
 from .twenty_questions import TwentyQuestions
@@ -41,6 +41,7 @@ __all__ = [
     "ScriptedAgent",
     "Turn",
     "TwentyQuestions",
+    "agent_vocabulary",
     "behaviour_policy",
     "build_dataset",
     "encode_dialogue",

@@ -15,6 +15,12 @@ tokens are masked out before sampling.
 
 Histories are passed **left-padded**: ``tokens[:, -1]`` is every row's latest token and
 ``mask`` is 1 on real tokens (the layout :class:`~seqrl.models.GPT` reads with ``attention_mask``).
+
+Besides the statistics, :func:`play` returns every game as one **right-padded token row**, laid out
+like a logged :class:`~seqrl.games.OfflineDataset` row (``tokens``, ``mask``, ``action_mask``: 1 on
+the tokens the agent *sampled*, ``rewards``: the turn reward −1 on each turn's last sampled token),
+with the sampler's log-probability of each sampled token: what online RL (multi-turn PPO,
+:mod:`seqrl.rlhf.multiturn`) trains on.
 """
 from __future__ import annotations
 
@@ -25,10 +31,11 @@ import torch
 
 from ..models.gpt import GPT
 from ..models.sampling import sample_from_logits
+from .dataset import TURN_REWARD
 from .policies import BehaviourPolicy
 from .task import END_OF_TURN, DialogueTask, Turn
 
-__all__ = ["Agent", "play", "ScriptedAgent", "LanguageModelAgent", "parse_dialogue"]
+__all__ = ["Agent", "play", "ScriptedAgent", "LanguageModelAgent", "agent_vocabulary", "parse_dialogue"]
 
 
 class Agent(Protocol):
@@ -56,7 +63,14 @@ def play(
     Returns:
         ``dict`` with ``return`` ``(E,)`` float (−turns), ``success`` ``(E,)`` bool, ``turns`` ``(E,)``
         long, ``invalid`` ``(E,)`` long (ill-formed utterances, answered ``pardon ?``),
-        ``secrets`` ``(E,)`` long, and ``dialogues``: ``E`` rendered dialogues.
+        ``secrets`` ``(E,)`` long, ``dialogues``: ``E`` rendered dialogues, and each game as one
+        right-padded row ``(E, T)`` (``T`` the longest game): ``tokens`` long (``<bos> <agent> ...
+        <eos>``, then ``<pad>``), ``mask`` long (1 on real tokens), ``action_mask`` long (1 on the
+        tokens the agent sampled: its words and its ``<sep>``; a ``<sep>`` the engine wrote for an
+        over-long utterance is not an action), ``rewards`` float (``TURN_REWARD`` = −1 on the last
+        sampled token of each turn, 0 elsewhere, so ``rewards.sum(1) == return``) and ``logprobs``
+        float (the sampler's log-probability of each sampled token, from the banned-token-masked,
+        temperature-scaled logits; 0 off actions and when ``greedy``).
     """
     if not hasattr(agent, "next_token_logits"):
         raise ValueError(f"agent must have a next_token_logits(tokens, mask) method, got {type(agent).__name__}")
@@ -69,10 +83,13 @@ def play(
     secrets = task.sample_secrets(n_episodes, seed).tolist()
     E, V = len(secrets), tok.vocab_size
     agent_id, sep, user = tok.token_id("<agent>"), tok.token_id(END_OF_TURN), tok.token_id("<user>")
-    banned = torch.tensor([tok.token_id(s) for s in tok.specials if s != END_OF_TURN])
+    banned = (~agent_vocabulary(task)).nonzero().flatten()
     reply_ids, pardon_ids = task.reply_ids, task.pardon_ids
 
     histories = [[tok.bos_id, agent_id] for _ in range(E)]
+    acted = [[0, 0] for _ in range(E)]  # per token: 1 if the agent sampled it
+    sampled_logprobs = [[0.0, 0.0] for _ in range(E)]
+    turn_ends: list[list[int]] = [[] for _ in range(E)]  # column of each turn's last sampled token
     utterance: list[list[int]] = [[] for _ in range(E)]
     turns: list[list[Turn]] = [[] for _ in range(E)]
     active = list(range(E))
@@ -89,16 +106,22 @@ def play(
         logits[stuck, sep] = 0.0
         if generator is None:
             generator = torch.Generator(device=logits.device).manual_seed(int(seed))
-        chosen, _ = sample_from_logits(logits, 0.0 if greedy else temperature, top_k, generator)
+        chosen, chosen_logprobs = sample_from_logits(logits, 0.0 if greedy else temperature, top_k, generator)
         still_active = []
-        for i, token in zip(active, chosen.tolist()):
+        for i, token, logprob in zip(active, chosen.tolist(), chosen_logprobs.tolist()):
             histories[i].append(token)
+            acted[i].append(1)
+            sampled_logprobs[i].append(logprob)
+            last_sampled = len(histories[i]) - 1
             if token != sep:
                 utterance[i].append(token)
                 if len(utterance[i]) < max_words:
                     still_active.append(i)
                     continue
                 histories[i].append(sep)  # too long: the engine ends the turn
+                acted[i].append(0)
+                sampled_logprobs[i].append(0.0)
+            turn_ends[i].append(last_sampled)
             text = tok.decode(utterance[i])
             u = task.utterance_index(text)
             reply = task.reply(secrets[i], u)
@@ -110,8 +133,12 @@ def play(
             else:
                 histories[i].append(agent_id)
                 still_active.append(i)
+            observed = len(histories[i]) - len(acted[i])  # the reply and the next prompt: observations
+            acted[i] += [0] * observed
+            sampled_logprobs[i] += [0.0] * observed
         active = still_active
     n_turns = torch.tensor([len(t) for t in turns])
+    rows = _right_pad(histories, acted, sampled_logprobs, turn_ends, tok.pad_id)
     return {
         "return": -n_turns.float(),
         "success": torch.tensor([t[-1].reply == task.solved_reply for t in turns]),
@@ -119,7 +146,34 @@ def play(
         "invalid": torch.tensor([sum(turn.utterance is None for turn in t) for t in turns]),
         "secrets": torch.tensor(secrets),
         "dialogues": [tok.decode(h) for h in histories],
+        **rows,
     }
+
+
+def agent_vocabulary(task: DialogueTask) -> torch.Tensor:
+    """``(V,)`` bool: the tokens the agent may write (every word and the end-of-turn ``<sep>``; not the
+    other special tokens, which only the engine writes). :func:`play` samples from these only."""
+    tok = task.tokenizer()
+    allowed = torch.ones(tok.vocab_size, dtype=torch.bool)
+    allowed[[tok.token_id(s) for s in tok.specials if s != END_OF_TURN]] = False
+    return allowed
+
+
+def _right_pad(histories: Sequence[Sequence[int]], acted: Sequence[Sequence[int]], logprobs: Sequence[Sequence[float]],
+               turn_ends: Sequence[Sequence[int]], pad_id: int) -> dict[str, torch.Tensor]:
+    """The games as right-padded ``(E, T)`` rows: tokens, mask, action_mask, rewards, logprobs."""
+    E, T = len(histories), max(map(len, histories))
+    tokens = np.full((E, T), pad_id, dtype=np.int64)
+    mask = np.zeros((E, T), dtype=np.int64)
+    action_mask = np.zeros((E, T), dtype=np.int64)
+    rewards = np.zeros((E, T), dtype=np.float32)
+    token_logprobs = np.zeros((E, T), dtype=np.float32)
+    for b, (row, acts, lps, ends) in enumerate(zip(histories, acted, logprobs, turn_ends)):
+        n = len(row)
+        tokens[b, :n], mask[b, :n], action_mask[b, :n], token_logprobs[b, :n] = row, 1, acts, lps
+        rewards[b, list(ends)] = TURN_REWARD
+    return {"tokens": torch.from_numpy(tokens), "mask": torch.from_numpy(mask), "action_mask": torch.from_numpy(action_mask),
+            "rewards": torch.from_numpy(rewards), "logprobs": torch.from_numpy(token_logprobs)}
 
 
 def _left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -14,6 +14,8 @@
   bound, and the exact best-of-n distribution and KL over enumerable responses.
 * :mod:`~seqrl.rlhf.ppo`: PPO for sequences with a value head and a KL penalty to the reference
   (fixed or adaptive), GAE or a critic-free leave-one-out baseline.
+* :mod:`~seqrl.rlhf.multiturn`: the same PPO on whole games against a simulated user (Part 3's online
+  baseline): one token row per game, the user's tokens as observations, GAE across the user's turns.
 * :mod:`~seqrl.rlhf.kl`: the exact per-prefix KL and entropy, Ziegler's adaptive KL controller.
 * :mod:`~seqrl.rlhf.dpo`: direct preference optimisation on preference pairs.
 """
@@ -54,9 +56,22 @@ from .ppo import (
     collect_rollout,
     explained_variance,
     gae_advantages,
+    last_real_column,
+    ppo_optimizer,
     ppo_update,
     rloo_advantages,
     train_ppo,
+)
+from .multiturn import (
+    AgentActions,
+    MultiTurnHistory,
+    MultiTurnRollout,
+    collect_multiturn_rollout,
+    dialogue_policy,
+    multiturn_advantages,
+    pack_actions,
+    train_multiturn_ppo,
+    unpack_actions,
 )
 from .dpo import DPOHistory, implicit_reward_accuracy, implicit_rewards, sequence_logprobs, train_dpo
 from .reinforce import (
@@ -83,7 +98,18 @@ __all__ = [
     "gae_advantages",
     "implicit_reward_accuracy",
     "implicit_rewards",
+    "last_real_column",
+    "AgentActions",
+    "dialogue_policy",
+    "MultiTurnHistory",
+    "MultiTurnRollout",
+    "collect_multiturn_rollout",
+    "multiturn_advantages",
+    "pack_actions",
+    "train_multiturn_ppo",
+    "unpack_actions",
     "next_token_logprobs",
+    "ppo_optimizer",
     "ppo_update",
     "prefix_kl",
     "rloo_advantages",

@@ -35,6 +35,10 @@ The policy is a :class:`PolicyWithValueHead`: the language model plus a zero-ini
 (Stiennon et al.; InstructGPT). Dropout is never on: the models stay in ``eval()`` mode, so the
 PPO ratio is exactly 1 on the first minibatch.
 
+The update does not need one contiguous response: :func:`ppo_update` averages its losses over the
+columns its rollout's ``mask`` marks, so the same code trains whole dialogues in which the other
+party's tokens sit between the agent's (:mod:`seqrl.rlhf.multiturn`).
+
 Shapes: ``B`` responses per rollout, ``P`` prompt columns, ``N`` response tokens.
 """
 from __future__ import annotations
@@ -50,6 +54,7 @@ import torch.nn as nn
 from ..models.completions import Completions, sample_completions
 from ..models.gpt import GPT
 from ..models.heads import ValueHead
+from ..models.optim import adam
 from ..models.schedules import record_evaluation, warmup_linear_decay
 from ..models.scoring import logprobs as score_logprobs
 from ..rl.advantages import gae, masked_mean, masked_var, whiten
@@ -69,6 +74,8 @@ __all__ = [
     "gae_advantages",
     "rloo_advantages",
     "explained_variance",
+    "last_real_column",
+    "ppo_optimizer",
     "ppo_update",
     "train_ppo",
 ]
@@ -206,6 +213,16 @@ class Rollout:
     def response_start(self) -> int:
         return self.completions.prompt_tokens.shape[1]
 
+    @property
+    def sequences(self) -> torch.Tensor:
+        """``(B, P + N)`` the tokens the policy reads (prompt and response)."""
+        return self.completions.sequences
+
+    @property
+    def attention_mask(self) -> torch.Tensor:
+        """``(B, P + N)`` mask of real tokens in :attr:`sequences`."""
+        return self.completions.attention_mask
+
     def __len__(self) -> int:
         return self.mask.shape[0]
 
@@ -242,6 +259,14 @@ def rloo_advantages(
     if normalise:
         advantages = advantages * torch.rsqrt(masked_var(advantages, mask) + 1e-8)
     return advantages
+
+
+def last_real_column(mask: torch.Tensor) -> int:
+    """The last column where any row of ``mask (B, N)`` is non-zero (-1 if none). For responses that
+    are one contiguous run from column 0 this is ``mask.sum(1).max() - 1``; it stays right when the
+    mask has holes (a multi-turn row, where the user's tokens sit between the agent's)."""
+    columns = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
+    return int(torch.where(mask != 0, columns, -1).max()) if mask.numel() else -1
 
 
 def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> float:
@@ -302,12 +327,18 @@ def ppo_update(
 ) -> dict[str, float]:
     """``config.epochs`` passes over ``config.minibatches`` shuffled minibatches of the rollout
     (step 4). Returns the mean clip fraction, approximate KL, ratio, losses, and
-    ``first_ratio_error``: max |ratio - 1| on the first minibatch (0 up to float round-off)."""
+    ``first_ratio_error``: max |ratio - 1| on the first minibatch (0 up to float round-off).
+
+    ``rollout`` is a :class:`Rollout` or any batch with the same fields (``sequences``,
+    ``attention_mask``, ``response_start``, and per response column ``mask``, ``logprobs``,
+    ``advantages``, ``values``, ``returns``). ``mask`` marks the columns the losses average over; it
+    need not be one contiguous response: in a multi-turn rollout (:mod:`seqrl.rlhf.multiturn`) the
+    user's tokens inside the row are 0 (observations, read but never trained on)."""
     B, start = len(rollout), rollout.response_start
     if B % config.minibatches:
         raise ValueError(f"the rollout's {B} responses do not divide into {config.minibatches} minibatches")
     size = B // config.minibatches
-    sequences, attention = rollout.completions.sequences, rollout.completions.attention_mask
+    sequences, attention = rollout.sequences, rollout.attention_mask
     use_critic = config.advantages == "gae"
     params = [p for group in optimizer.param_groups for p in group["params"]]
     log: dict[str, list[float]] = {k: [] for k in ("clip_fraction", "approx_kl", "ratio_mean", "policy_loss", "value_loss", "value_clip_fraction")}
@@ -317,7 +348,7 @@ def ppo_update(
         for k in range(config.minibatches):
             rows = order[k * size : (k + 1) * size]
             mask = rollout.mask[rows]
-            width = int(mask.sum(dim=1).max())  # drop columns that are padding in every row of the minibatch
+            width = last_real_column(mask) + 1  # drop columns that are padding in every row of the minibatch
             seq, att, mask = sequences[rows, : start + width], attention[rows, : start + width], mask[:, :width]
             if use_critic:
                 new_lp, new_values = policy(seq, att, start, config.temperature)
@@ -378,6 +409,19 @@ class PPOHistory:
     seconds: float = 0.0
 
 
+def ppo_optimizer(policy: PolicyWithValueHead, config: PPOConfig) -> tuple[torch.optim.Adam, torch.optim.lr_scheduler.LambdaLR]:
+    """Adam (:func:`seqrl.models.optim.adam`, eps ``adam_eps``) with two parameter groups, the
+    language model at ``lr`` and the value head (and a separate critic) at ``value_lr``, and the
+    per-iteration learning-rate schedule (linear warm-up, optional linear decay): step the schedule
+    once per iteration. Shared by :func:`train_ppo` and multi-turn PPO."""
+    critic = list(policy.value_head.parameters()) + ([] if policy.critic is None else list(policy.critic.parameters()))
+    value_lr = config.lr if config.value_lr is None else config.value_lr
+    optimizer = adam([{"params": list(policy.lm.parameters())}, {"params": critic, "lr": value_lr}], config.lr, eps=config.adam_eps)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, warmup_linear_decay(config.iterations, config.warmup_iterations, config.anneal_lr))
+    return optimizer, schedule
+
+
 def _check_models(policy: PolicyWithValueHead, reference: GPT) -> None:
     if policy.lm.config.vocab_size != reference.config.vocab_size:
         raise ValueError(f"policy and reference disagree on the vocabulary: {policy.lm.config.vocab_size} vs {reference.config.vocab_size}")
@@ -422,12 +466,7 @@ def train_ppo(
     # flag only switches dropout, so they stay in eval mode while training.
     policy.eval()
     reference.eval()
-    critic = list(policy.value_head.parameters()) + ([] if policy.critic is None else list(policy.critic.parameters()))
-    value_lr = config.lr if config.value_lr is None else config.value_lr
-    optimizer = torch.optim.Adam([{"params": list(policy.lm.parameters())}, {"params": critic, "lr": value_lr}],
-                                 lr=config.lr, eps=config.adam_eps)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, warmup_linear_decay(config.iterations, config.warmup_iterations, config.anneal_lr))
+    optimizer, schedule = ppo_optimizer(policy, config)
     controller = AdaptiveKLController(config.kl_coef, config.kl_target, config.kl_horizon) if config.kl_target is not None else None
     sample_generator = torch.Generator(device=policy.lm.device).manual_seed(config.seed)
     shuffle_generator = torch.Generator().manual_seed(config.seed + 1)
