@@ -54,16 +54,14 @@ import torch
 import seqrl
 from seqrl.models import GPT
 from seqrl.models.completions import encode_prompts
+from seqrl.models.optim import adam
+from seqrl.rlhf.ppo import PolicyWithValueHead, PPOConfig, collect_rollout, ppo_optimizer, ppo_update
 from seqrl.rlhf.reinforce import ReinforceConfig, RewardFn, reinforce_step, task_reward
 from seqrl.text import AdditionTask, ReviewGrammar
 
 from common import print_table, write_json
 from peers import PeerMissing, gpt_to_hf, hf_tokenizer, max_logit_gap, require
 
-try:  # written by another engineer; timed only if present
-    from seqrl.rlhf.ppo import PolicyWithValueHead, PPOConfig, collect_rollout, ppo_update
-except ImportError:  # pragma: no cover - depends on the checkout
-    PPOConfig = None
 
 LR = 3e-4
 
@@ -113,9 +111,10 @@ def seqrl_rloo(model: GPT, tokenizer, task: Task, P: int, k: int, warmup: int, i
     policy, reference = copy.deepcopy(model), copy.deepcopy(model)
     policy.train()
     reference.eval()
-    config = ReinforceConfig(prompts_per_step=P, samples_per_prompt=k, max_new_tokens=task.max_new_tokens,
-                             temperature=1.0, baseline="leave_one_out", kl_coef=0.0, max_grad_norm=1.0, lr=LR)
-    optimizer = torch.optim.Adam(policy.parameters(), lr=LR)
+    # beta = 0 and no KL log: TRL at beta = 0 runs no reference model either (equal work)
+    config = ReinforceConfig(prompts_per_step=P, samples_per_prompt=k, max_new_tokens=task.max_new_tokens, temperature=1.0,
+                             baseline="leave_one_out", kl_coef=0.0, track_kl=False, max_grad_norm=1.0, lr=LR)
+    optimizer = adam(policy.parameters(), LR)  # the library's optimiser (multi-tensor Adam)
     generator = torch.Generator(device=policy.device).manual_seed(0)
     meter = SignalMeter(task.reward, k)
     start = _now()
@@ -135,9 +134,7 @@ def seqrl_ppo(model: GPT, tokenizer, task: Task, P: int, k: int, warmup: int, it
     policy, reference = PolicyWithValueHead(copy.deepcopy(model)), copy.deepcopy(model)
     policy.eval()
     reference.eval()
-    critic = list(policy.value_head.parameters())
-    optimizer = torch.optim.Adam([{"params": list(policy.lm.parameters())}, {"params": critic, "lr": config.value_lr}],
-                                 lr=config.lr, eps=config.adam_eps)
+    optimizer, _ = ppo_optimizer(policy, config)  # what train_ppo builds (no schedule: a constant rate here)
     sample_generator = torch.Generator(device=policy.lm.device).manual_seed(0)
     shuffle_generator = torch.Generator().manual_seed(1)
     start = _now()
@@ -291,10 +288,9 @@ def main(P: int = 32, k: int = 4, warmup: int = 2, rounds: int = 2, seqrl_iters:
             record("seqrl RLOO", lambda: seqrl_rloo(model, tokenizer, task, P, k, warmup, seqrl_iters))
             record("TRL RLOO", lambda: trl_iterations_per_second("RLOO", model, tokenizer, task, P, k, warmup, trl_iters))
             record("TRL GRPO", lambda: trl_iterations_per_second("GRPO", model, tokenizer, task, P, k, warmup, trl_iters))
-            if PPOConfig is not None:
-                record("seqrl PPO-RLOO 4x4", lambda: seqrl_ppo(model, tokenizer, task, P, k, 1, ppo_iters, "rloo"))
-                record("seqrl PPO-GAE 4x4", lambda: seqrl_ppo(model, tokenizer, task, P, k, 1, ppo_iters, "gae"))
-                record("TRL RLOO 4x4", lambda: trl_iterations_per_second("RLOO", model, tokenizer, task, P, k, 1, ppo_iters, 16))
+            record("seqrl PPO-RLOO 4x4", lambda: seqrl_ppo(model, tokenizer, task, P, k, 1, ppo_iters, "rloo"))
+            record("seqrl PPO-GAE 4x4", lambda: seqrl_ppo(model, tokenizer, task, P, k, 1, ppo_iters, "gae"))
+            record("TRL RLOO 4x4", lambda: trl_iterations_per_second("RLOO", model, tokenizer, task, P, k, 1, ppo_iters, 16))
         peer_1 = max((best[n] for n in ("TRL RLOO", "TRL GRPO") if n in best), default=None)
         for name, value in best.items():
             updates = 16 if "4x4" in name else 1

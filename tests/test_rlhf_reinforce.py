@@ -70,6 +70,25 @@ def test_first_step_rescores_the_sampled_logprobs_and_estimates_zero_kl(tiny_add
     assert changed and -1.0 <= stats["mean_reward"] <= 1.0
 
 
+class _NeverCalled(torch.nn.Module):
+    def forward(self, *args, **kwargs):
+        raise AssertionError("the reference was scored")
+
+
+def test_without_a_penalty_or_a_kl_log_the_reference_is_never_scored_and_the_update_is_the_same(tiny_addition):
+    model, tokenizer = tiny_addition
+    task = AdditionTask()
+    updated = []
+    for track_kl, reference in ((True, copy.deepcopy(model)), (False, _NeverCalled())):
+        policy = copy.deepcopy(model)
+        config = ReinforceConfig(prompts_per_step=8, samples_per_prompt=4, lr=1e-3, kl_coef=0.0, track_kl=track_kl)
+        stats = reinforce_step(policy, reference, torch.optim.Adam(policy.parameters(), lr=config.lr), tokenizer,
+                               task.prompts(8, seed=1), task_reward(task), config, torch.Generator().manual_seed(0))
+        updated.append(torch.cat([p.detach().flatten() for p in policy.parameters()]))
+    assert np.isnan(stats["kl_estimate"]), "an untracked KL is reported as NaN, not as a number"
+    assert torch.equal(updated[0], updated[1]), "with kl_coef = 0 the reference changes nothing in the update"
+
+
 def ends_in_zero(prompts: list[str], texts: list[str], finished: torch.Tensor) -> torch.Tensor:
     """A reward the tiny model can learn in seconds: 1 for a finished 1-3 digit answer ending in 0."""
     return torch.tensor([float(f and t.isdigit() and len(t) <= 3 and t.endswith("0")) for t, f in zip(texts, finished.tolist())])

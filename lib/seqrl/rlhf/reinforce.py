@@ -104,6 +104,7 @@ class ReinforceConfig:
     max_new_tokens: int = 4
     baseline: Literal["batch_mean", "leave_one_out"] = "leave_one_out"
     kl_coef: float = 0.0  # beta of the KL-penalised reward r - beta * (log pi - log pi_ref)
+    track_kl: bool = True  # score the reference to log the KL even when kl_coef = 0 (False: skip that forward pass)
     max_grad_norm: float | None = 1.0
     eval_every: int = 10
     seed: int = 0
@@ -130,7 +131,7 @@ class ReinforceHistory:
     re-scored log-probabilities; every ``eval_every`` steps: whatever ``evaluate`` returned."""
 
     mean_reward: list[float] = field(default_factory=list)
-    kl_estimate: list[float] = field(default_factory=list)  # mean over the batch of sum_t (log pi - log pi_ref)
+    kl_estimate: list[float] = field(default_factory=list)  # mean over the batch of sum_t (log pi - log pi_ref); NaN if not tracked
     logprob_gap: list[float] = field(default_factory=list)  # max |recorded - re-scored| token log-prob (re-scored rows)
     eval_steps: list[int] = field(default_factory=list)
     evals: dict[str, list[float]] = field(default_factory=dict)
@@ -154,9 +155,12 @@ def reinforce_step(
     rewards = reward_fn(repeated, batch.texts, batch.finished).to(batch.logprobs)  # (B,)
     start, mask = batch.prompt_tokens.shape[1], batch.mask.to(batch.logprobs)
     with torch.no_grad():
-        ref_lp = score_logprobs(reference, batch.sequences, batch.attention_mask, start, config.temperature)
-        kl_per_sequence = ((batch.logprobs - ref_lp) * mask).sum(dim=1)  # k1: log pi(y|x) - log pi_ref(y|x)
-        shaped = rewards - config.kl_coef * kl_per_sequence
+        if config.kl_coef > 0 or config.track_kl:
+            ref_lp = score_logprobs(reference, batch.sequences, batch.attention_mask, start, config.temperature)
+            kl_per_sequence = ((batch.logprobs - ref_lp) * mask).sum(dim=1)  # k1: log pi(y|x) - log pi_ref(y|x)
+        else:  # no penalty and no KL log: the reference's forward pass would be wasted
+            kl_per_sequence = torch.full_like(rewards, float("nan"))
+        shaped = rewards - config.kl_coef * kl_per_sequence if config.kl_coef > 0 else rewards
         advantages = _BASELINES[config.baseline](shaped.view(len(prompts), k)).reshape(-1)  # (B,)
         carries_gradient = advantages != 0  # e.g. a prompt whose k completions all earned the same reward
     stats = {"mean_reward": float(rewards.mean()), "kl_estimate": float(kl_per_sequence.mean()), "logprob_gap": 0.0}
