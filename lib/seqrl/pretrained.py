@@ -274,6 +274,9 @@ def warm_cache(names: list[str] | None = None, jobs: int = 2, directory: Path | 
     if directory is not None:
         env["SEQRL_CACHE"] = str(directory)
     missing = [n for n in names if not is_cached(n, directory)]
+    # Recipes that start from another checkpoint (``init``) wait for it: build those last, so that no
+    # worker sits on a lock while a from-scratch recipe could be training.
+    missing.sort(key=lambda n: _lookup(n).params.get("init") is not None)
 
     def build(name: str) -> float:
         start = time.perf_counter()
