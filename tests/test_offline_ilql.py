@@ -199,12 +199,3 @@ def test_evaluate_averages_over_seeds_and_reports_the_spread():
     ev = evaluate(FixedTask(), agent=None, seeds=(1, 2, 3), n_episodes=4)
     assert ev.returns == [-1.0, -2.0, -3.0] and ev.mean_return == -2.0 and ev.spread == 2.0 and ev.success == 1.0
     assert ev.dialogues[0] == "game 1"
-
-
-def test_filtered_bc_recipes_are_registered_with_their_settings():
-    from seqrl import recipes
-
-    known = recipes()
-    for task in ("twenty_questions",):
-        recipe = known[f"{task}_filtered_bc"]
-        assert recipe.params["task_name"] == task and recipe.params["top"] == 0.2

@@ -9,7 +9,7 @@ and :mod:`.toy` a two-turn dialogue whose optimal Q-values are known by hand.
 from ..models.heads import ILQLHeads, ILQLValues, QHead
 from .agents import ILQLAgent, LMAgent, UtteranceAgent
 from .bc import bc_loss, train_bc
-from .data import Batch, check_offline_dataset, sample_batch, top_fraction
+from .data import Batch, check_offline_dataset, filter_composition, opening_utterances, sample_batch, top_fraction, top_fraction_rows
 from .ilql import ILQL, dataset_hidden, decision_states, warm_start_ilql, ILQLConfig, ILQLHistory, ILQLOutput, ILQLStats, ilql_loss, train_ilql, warm_start_loss
 from .objectives import (
     cql_penalty,
@@ -21,14 +21,19 @@ from .objectives import (
     taken_action_values,
     td_targets,
 )
-from .results import Evaluation, evaluate, normalised_score
+from .results import Evaluation, evaluate, evaluate_runs, normalised_score, results_table
 from .toy import TwoStepToy, expectile
-from . import recipes as _recipes  # noqa: F401  (registers the filtered-BC checkpoints)
+from . import recipes as _recipes  # noqa: F401  (registers the BC and filtered-BC checkpoints of chapter 08)
 
 __all__ = [
     "Evaluation",
     "evaluate",
+    "evaluate_runs",
+    "filter_composition",
     "normalised_score",
+    "opening_utterances",
+    "results_table",
+    "top_fraction_rows",
     "Batch",
     "ILQL",
     "ILQLAgent",

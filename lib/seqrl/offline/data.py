@@ -6,11 +6,11 @@ everything here only reads its tensors (``tokens``, ``mask``, ``action_mask``, `
 """
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Sequence
 
 import torch
 
-__all__ = ["Batch", "check_offline_dataset", "batch_at", "sample_batch", "top_fraction"]
+__all__ = ["Batch", "check_offline_dataset", "batch_at", "sample_batch", "top_fraction", "top_fraction_rows", "filter_composition", "opening_utterances"]
 
 
 class Batch(NamedTuple):
@@ -64,9 +64,55 @@ def top_fraction(dataset: Any, fraction: float) -> Any:
 
     Returns ``dataset.subset(index)`` with the kept rows in their original order.
     """
+    return dataset.subset(top_fraction_rows(dataset.returns, fraction))
+
+
+def top_fraction_rows(returns: torch.Tensor, fraction: float) -> torch.Tensor:
+    """Row indices (ascending) of the ``round(fraction * E)`` (at least 1) highest ``returns (E,)``,
+    ties broken by row order: the rows :func:`top_fraction` keeps."""
     if not 0.0 < fraction <= 1.0:
         raise ValueError(f"fraction must be in (0, 1], got {fraction}")
-    n = len(dataset.returns)
-    keep = max(1, round(fraction * n))
-    order = torch.sort(dataset.returns.float(), descending=True, stable=True).indices[:keep]
-    return dataset.subset(torch.sort(order).values)
+    keep = max(1, round(fraction * len(returns)))
+    order = torch.sort(returns.float(), descending=True, stable=True).indices[:keep]
+    return torch.sort(order).values
+
+
+def filter_composition(dataset: Any, fractions: Sequence[float], flag: torch.Tensor | None = None) -> dict[float, dict[str, float]]:
+    r"""What filtered BC would train on: for each fraction :math:`x`, the make-up of :func:`top_fraction`.
+
+    For the kept episodes :math:`K_x` (the top :math:`x` by return) it reports ``episodes``
+    :math:`|K_x|`, ``return`` (their mean return), the share of each behaviour policy
+    :math:`|\{i \in K_x : b_i = \text{name}\}| / |K_x|` under the policy's name, and, if ``flag (E,)``
+    (bool, one per episode: e.g. "opens with a blind guess") is given, ``flagged``: the share of
+    kept episodes with the flag. Pure counting on the dataset, no training.
+    """
+    if not fractions:
+        raise ValueError("need at least one fraction")
+    behaviour = list(getattr(dataset, "behaviour", []))
+    if len(behaviour) != len(dataset.returns):
+        raise ValueError(f"dataset.behaviour must name the policy of each of the {len(dataset.returns)} episodes")
+    if flag is not None:
+        flag = torch.as_tensor(flag).bool()
+        if flag.shape != dataset.returns.shape:
+            raise ValueError(f"flag must be (episodes,) = {tuple(dataset.returns.shape)}, got {tuple(flag.shape)}")
+    names = sorted(set(behaviour), key=behaviour.index)
+    table = {}
+    for fraction in fractions:
+        keep = top_fraction_rows(dataset.returns, fraction)
+        kept = [behaviour[i] for i in keep.tolist()]
+        row = {"episodes": float(len(kept)), "return": float(dataset.returns[keep].double().mean())}
+        row.update({name: kept.count(name) / len(kept) for name in names})
+        if flag is not None:
+            row["flagged"] = float(flag[keep].double().mean())
+        table[float(fraction)] = row
+    return table
+
+
+def opening_utterances(texts: Sequence[str], turn_start: str = "<agent>", end_of_turn: str = "<sep>") -> list[str]:
+    """The agent's first utterance in each rendered dialogue (``<bos> <agent> u <sep> ...`` -> ``u``)."""
+    firsts = []
+    for i, text in enumerate(texts):
+        if turn_start not in text:
+            raise ValueError(f"dialogue {i} has no {turn_start!r}: {text[:60]!r}")
+        firsts.append(text.split(turn_start, 1)[1].split(end_of_turn, 1)[0].strip())
+    return firsts

@@ -83,8 +83,8 @@ class ILQLOutput(NamedTuple):
     q1: torch.Tensor  # (B, T, V) online Q heads
     q2: torch.Tensor  # (B, T, V)
     v: torch.Tensor  # (B, T) V(h_t)
-    target_q1: torch.Tensor  # (B, T, V) Polyak-averaged copies (no gradient)
-    target_q2: torch.Tensor  # (B, T, V)
+    target_q1: torch.Tensor | None  # (B, T, V) Polyak-averaged copies (no gradient); None if not asked for
+    target_q2: torch.Tensor | None  # (B, T, V)
 
 
 class ILQLStats(NamedTuple):
@@ -133,28 +133,31 @@ class ILQL(nn.Module):
         with torch.set_grad_enabled(self.train_trunk and torch.is_grad_enabled()):
             return self.trunk(tokens, attention_mask=attention_mask).hidden
 
-    def values(self, hidden: torch.Tensor, where: torch.Tensor | None = None) -> ILQLOutput:
+    def values(self, hidden: torch.Tensor, where: torch.Tensor | None = None, targets: bool = True) -> ILQLOutput:
         """Q (online and target) and V from hidden states ``(B, T, C)``.
 
         ``where (B, T)`` bool restricts the heads to those columns (the states in which an agent
         token is chosen, and those bootstrapped from): the other entries of the output are 0. The
-        losses only read those columns, and skipping the rest halves the cost.
+        losses only read those columns, and skipping the rest halves the cost. ``targets=False``
+        skips the target heads (their fields are then ``None``): the warm start does not read them.
         """
         if where is None:
             q1, q2, v = self.heads(hidden)
             with torch.no_grad():
-                target_q1, target_q2 = self.target_q1(hidden), self.target_q2(hidden)
+                target_q1, target_q2 = (self.target_q1(hidden), self.target_q2(hidden)) if targets else (None, None)
             return ILQLOutput(q1, q2, v, target_q1, target_q2)
         picked = hidden[where]  # (N, C)
         q1, q2, v = self.heads(picked)
-        with torch.no_grad():
-            target_q1, target_q2 = self.target_q1(picked), self.target_q2(picked)
 
         def scatter(values: torch.Tensor) -> torch.Tensor:
             grid = values.new_zeros(*where.shape, *values.shape[1:])
             grid[where] = values
             return grid
 
+        if not targets:
+            return ILQLOutput(scatter(q1), scatter(q2), scatter(v), None, None)
+        with torch.no_grad():
+            target_q1, target_q2 = self.target_q1(picked), self.target_q2(picked)
         return ILQLOutput(scatter(q1), scatter(q2), scatter(v), scatter(target_q1), scatter(target_q2))
 
     def forward(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None) -> ILQLOutput:
@@ -261,12 +264,21 @@ def dataset_hidden(model: ILQL, dataset: Any, chunk: int = 256) -> torch.Tensor:
     """Hidden states ``(E, T, C)`` of every row of ``dataset`` under the model's (fixed) trunk.
 
     Right padding: a row's hidden states at its real columns do not depend on its padding, so the
-    rows can be read in chunks and sliced to any batch width later.
+    rows are read in chunks of similar length, each trimmed to its longest row, and can be sliced to
+    any batch width later. Columns after a row's last real token are 0 (no loss reads them).
     """
     was_training = model.trunk.training
     model.trunk.eval()
     tokens = dataset.tokens.to(model.device)
-    hidden = torch.cat([model.trunk(tokens[i : i + chunk]).hidden for i in range(0, len(tokens), chunk)])
+    lengths = dataset.mask.sum(dim=1)
+    order = torch.argsort(lengths, descending=True, stable=True)
+    hidden = torch.zeros(*tokens.shape, model.trunk.config.n_embd, device=model.device)
+    for i in range(0, len(tokens), chunk):
+        rows = order[i : i + chunk]
+        width = int(lengths[rows].max())
+        out = model.trunk(tokens[rows.to(model.device), :width]).hidden  # (chunk, width, C)
+        real = (torch.arange(width) < lengths[rows, None]).to(model.device)  # (chunk, width)
+        hidden[rows.to(model.device), :width] = out * real[..., None]
     model.trunk.train(was_training)
     return hidden
 
@@ -283,7 +295,7 @@ def _run(model: ILQL, dataset: Any, config: ILQLConfig, steps: int, loss_fn, hid
         for group in optimizer.param_groups:
             group["lr"] = warmup_cosine(step, steps, config.lr, config.warmup)
         states = model.hidden(batch.tokens) if hidden is None else hidden[rows.to(hidden.device), : batch.tokens.shape[1]]
-        out = model.values(states, decision_states(batch.action_mask, batch.mask))
+        out = model.values(states, decision_states(batch.action_mask, batch.mask), targets=history is not None)
         result = loss_fn(out, batch, config)
         loss = result[0] if isinstance(result, tuple) else result
         optimizer.zero_grad(set_to_none=True)

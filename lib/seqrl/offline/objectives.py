@@ -181,6 +181,10 @@ def monte_carlo_returns(rewards: torch.Tensor, action_mask: torch.Tensor, gamma:
     if not 0.0 <= gamma <= 1.0:
         raise ValueError(f"gamma must be in [0, 1], got {gamma}")
     is_action = action_mask.bool()
+    if gamma == 1.0:  # undiscounted: the sum of the rewards of this and every later action (one reverse cumsum)
+        rewards_of_actions = torch.where(is_action, rewards, torch.zeros_like(rewards))
+        to_go = rewards_of_actions.flip(1).cumsum(1).flip(1)
+        return torch.where(is_action, to_go, torch.zeros_like(to_go))
     returns = torch.zeros_like(rewards)
     running = torch.zeros_like(rewards[:, 0])  # G of the next agent column
     for t in range(rewards.shape[1] - 1, -1, -1):

@@ -1,49 +1,69 @@
 """Cached checkpoints of Part 3's offline baselines (registered with :func:`seqrl.pretrained`).
 
-* ``twenty_questions_filtered_bc``: the book's tiny GPT trained
-  by behaviour cloning (agent tokens only, :func:`~seqrl.offline.bc.train_bc`) on the ``top``
-  fraction of the standard logged dialogues by return (the same data as the ``*_bc`` recipes).
+Every offline learner starts from the same pretrained dialogue model, chapter 07's ``{task}_bc``
+(a GPT trained on every token of the standard logged dialogues), as every method of LMRL-Gym starts
+from the same pretrained GPT-2. Then, per task and training seed ``k`` in 0, 1, 2:
 
-Plain BC is the ``*_bc`` recipe of chapter 07 (trained on every token of the same dialogues; as an
-agent only its agent-token conditionals matter).
+* ``{task}_bc_seed{k}``: behaviour cloning (agent tokens only, :func:`~seqrl.offline.bc.train_bc`)
+  on *all* the standard logged dialogues;
+* ``{task}_filtered_bc_seed{k}``: the same training on the ``top`` fraction of them by return
+  (:func:`~seqrl.offline.data.top_fraction`).
+
+The two differ in their data only (same start, trainer, steps and batch seed ``k``), which is the
+comparison filtered BC is about. ILQL's heads train on the frozen hidden states of
+``{task}_bc_seed{k}`` in the chapter itself (seconds).
 """
 from __future__ import annotations
 
-from ..models.gpt import GPT, GPTConfig
-from ..pretrained import Pretrained, Recipe, register
-from ..utils import configure_threads, device, seed_everything
+from ..pretrained import Pretrained, Recipe, recipes, register
+from ..utils import configure_threads, seed_everything
 from .bc import train_bc
 from .data import top_fraction
 
-__all__ = ["FILTERED_BC", "build_filtered_bc"]
+__all__ = ["FINE_TUNE", "FILTER_TOP", "TRAINING_SEEDS", "build_offline_bc"]
 
-FILTERED_BC = dict(top=0.2, n_train=3000, n_layer=2, n_head=4, n_embd=64, block_size=128, steps=600, batch_size=32, lr=3e-3)
+TRAINING_SEEDS = (0, 1, 2)
+# the fraction of episodes filtered BC keeps, per task (chosen by the sweep reported in chapter 08)
+FILTER_TOP = {"twenty_questions": 0.4, "guess_my_number": 0.4}
+FINE_TUNE = dict(n_train=3000, steps=200, batch_size=32, lr=1e-3, warmup=20)
 
 
-def build_filtered_bc(seed: int, task_name: str, top: float, n_train: int, n_layer: int, n_head: int, n_embd: int,
-                      block_size: int, steps: int, batch_size: int, lr: float) -> Pretrained:
-    """Filtered BC: behaviour cloning on the best ``top`` fraction of the standard dataset."""
+def build_offline_bc(seed: int, task_name: str, init: str, init_fingerprint: str, top: float, n_train: int,
+                     steps: int, batch_size: int, lr: float, warmup: int) -> Pretrained:
+    """Fine-tune the pretrained dialogue model ``init`` by behaviour cloning on the best ``top``
+    fraction of the standard dataset (``top = 1``: plain BC). ``init_fingerprint`` is only there to
+    rebuild this checkpoint when ``init``'s recipe changes."""
     from ..games import make_task, standard_dataset
+    from ..pretrained import pretrained
 
     configure_threads()
     task = make_task(task_name)
-    data = top_fraction(standard_dataset(task, n_train, seed=0), top)
+    data = standard_dataset(task, n_train, seed=0)
+    data = top_fraction(data, top) if top < 1.0 else data
+    model = pretrained(init).model.train()
     seed_everything(seed)
-    config = GPTConfig(vocab_size=task.tokenizer().vocab_size, block_size=block_size, n_layer=n_layer, n_head=n_head, n_embd=n_embd)
-    model = GPT(config).to(device())
-    history = train_bc(model, data, steps=steps, batch_size=batch_size, lr=lr, seed=seed, desc=f"training '{task_name}_filtered_bc'")
+    name = f"{task_name}_{'filtered_' if top < 1.0 else ''}bc_seed{seed}"
+    history = train_bc(model, data, steps=steps, batch_size=batch_size, lr=lr, warmup=warmup, seed=seed, desc=f"training '{name}'")
     last = history.train_loss[-50:]
-    metrics = {"train_loss": sum(last) / len(last), "episodes": float(len(data.tokens)),
+    metrics = {"train_loss": sum(last) / len(last), "episodes": float(len(data)),
                "data_return": float(data.returns.float().mean()), "seconds": history.seconds}
-    return Pretrained(f"{task_name}_filtered_bc", model, task.tokenizer(), history, metrics)
+    return Pretrained(name, model, task.tokenizer(), history, metrics)
 
 
-for _task in ("twenty_questions",):  # guess-my-number gets its recipe when a chapter uses it
-    register(Recipe(
-        name=f"{_task}_filtered_bc",
-        description=f"behaviour cloning on the top {FILTERED_BC['top']:.0%} of {_task}'s logged dialogues (chapter 08)",
-        build=build_filtered_bc,
-        params={"task_name": _task, **FILTERED_BC},
-        seed=0,
-        version=1,
-    ))
+def _register() -> None:
+    known = recipes()  # the book's recipes, among them the pretrained dialogue models ``{task}_bc``
+    for task, top in FILTER_TOP.items():
+        init = f"{task}_bc"
+        base = {"task_name": task, "init": init, "init_fingerprint": known[init].fingerprint(), **FINE_TUNE}
+        for seed in TRAINING_SEEDS:
+            register(Recipe(
+                name=f"{task}_bc_seed{seed}",
+                description=f"{init} fine-tuned by behaviour cloning on all of {task}'s logged dialogues, training seed {seed} (chapter 08)",
+                build=build_offline_bc, params={**base, "top": 1.0}, seed=seed, version=1))
+            register(Recipe(
+                name=f"{task}_filtered_bc_seed{seed}",
+                description=f"{init} fine-tuned by behaviour cloning on the top {top:.0%} of {task}'s logged dialogues, training seed {seed} (chapter 08)",
+                build=build_offline_bc, params={**base, "top": top}, seed=seed, version=1))
+
+
+_register()

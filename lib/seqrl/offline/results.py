@@ -15,16 +15,17 @@ from typing import Any, Sequence
 
 import torch
 
-__all__ = ["Evaluation", "evaluate", "normalised_score"]
+__all__ = ["Evaluation", "evaluate", "evaluate_runs", "normalised_score", "results_table"]
 
 
 @dataclass
 class Evaluation:
-    """Returns and success rates of one agent, one entry per evaluation seed."""
+    """Returns and success rates of one method, one entry per run: an evaluation seed of one agent
+    (:func:`evaluate`) or one agent per training seed (:func:`evaluate_runs`)."""
 
-    returns: list[float]  # mean return of the games of each seed
-    successes: list[float]  # success rate of each seed
-    dialogues: list[str]  # the games of the first seed, for reading
+    returns: list[float]  # mean return of the games of each run
+    successes: list[float]  # success rate of each run
+    dialogues: list[str]  # the games of the first run, for reading
 
     @property
     def mean_return(self) -> float:
@@ -32,7 +33,7 @@ class Evaluation:
 
     @property
     def spread(self) -> float:
-        """Seed-to-seed spread: the range (max - min) of the per-seed mean returns."""
+        """Seed-to-seed spread: the range (max - min) of the per-run mean returns."""
         return max(self.returns) - min(self.returns)
 
     @property
@@ -51,6 +52,27 @@ def evaluate(task: Any, agent: Any, seeds: Sequence[int], n_episodes: int, **pla
         successes.append(float(torch.as_tensor(result["success"]).float().mean()))
         dialogues = dialogues or list(result["dialogues"])
     return Evaluation(returns, successes, dialogues)
+
+
+def evaluate_runs(task: Any, agents: Sequence[Any], n_episodes: int, seed: int = 0, **play_kwargs) -> Evaluation:
+    """One entry per agent (e.g. one per training seed of a method), every agent playing the same
+    ``n_episodes`` games (the same secrets and sampling seed ``seed``): the spread of the result is
+    then the training seeds' spread."""
+    if not agents or n_episodes < 1:
+        raise ValueError(f"need at least one agent and one episode, got {len(agents)} agents and n_episodes={n_episodes}")
+    runs = [evaluate(task, agent, (seed,), n_episodes, **play_kwargs) for agent in agents]
+    return Evaluation([r.returns[0] for r in runs], [r.successes[0] for r in runs], runs[0].dialogues)
+
+
+def results_table(results: dict[str, Evaluation], low: float, high: float) -> list[dict[str, Any]]:
+    r"""LMRL-Gym's table for one task: per method its mean return, spread, success rate and
+    :func:`normalised_score` (``low``: the random behaviour's return, ``high``: the best behaviour's).
+
+    Returns one row per method, ``{"method", "return", "spread", "success", "score", "runs"}`` (``runs``:
+    the mean return of each run), in the order of ``results``.
+    """
+    return [{"method": name, "return": ev.mean_return, "spread": ev.spread, "success": ev.success,
+             "score": normalised_score(ev.mean_return, low, high), "runs": list(ev.returns)} for name, ev in results.items()]
 
 
 def normalised_score(value: float, low: float, high: float) -> float:
