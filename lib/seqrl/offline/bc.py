@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from ..models.gpt import GPT
+from ..models.optim import adamw
 from ..models.schedules import warmup_cosine
 from ..models.training import TrainHistory, lm_loss
 from ..utils import progress
@@ -54,7 +55,7 @@ def train_bc(
     if steps < 1 or batch_size < 1:
         raise ValueError(f"steps and batch_size must be positive, got {steps} and {batch_size}")
     generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.99))
+    optimizer = adamw(model.parameters(), lr, weight_decay=weight_decay, betas=(0.9, 0.99))
     history = TrainHistory()
     start = time.perf_counter()
     model.train()

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 
 from ..models.gpt import GPT
 from ..models.heads import ILQLHeads
+from ..models.optim import adamw
 from ..utils import progress
 from ..models.schedules import warmup_cosine
 from .data import Batch, batch_at, check_offline_dataset
@@ -287,7 +288,7 @@ def _run(model: ILQL, dataset: Any, config: ILQLConfig, steps: int, loss_fn, hid
          generator: torch.Generator, desc: str, history: "ILQLHistory | None") -> None:
     """The optimisation loop shared by the warm start and ILQL proper."""
     params = model.trainable_parameters()
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, betas=(0.9, 0.99))
+    optimizer = adamw(params, config.lr, weight_decay=config.weight_decay, betas=(0.9, 0.99))
     model.train()
     for step in progress(range(steps), desc=desc):
         rows = torch.randint(len(dataset.tokens), (config.batch_size,), generator=generator)
