@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from seqrl.models import GPT, GPTConfig
-from seqrl.models.optim import adam, adamw
+from seqrl.models.optim import adam, adamw, gradient_step, set_learning_rate
 
 
 def _train(make_optimizer, steps: int = 8) -> torch.Tensor:
@@ -47,3 +47,26 @@ def test_adamw_decays_the_weights_apart_from_the_gradient():
     w.grad = torch.zeros(2)  # no gradient: only the decay w <- w (1 - lr * wd) acts
     optimizer.step()
     torch.testing.assert_close(w.detach(), torch.tensor([2.0, -4.0]) * (1 - 0.1 * 0.5))
+
+
+def test_gradient_step_clips_the_global_norm_then_steps():
+    # gradient (3, 4) has norm 5; clipped to norm 1 it is (0.6, 0.8); plain SGD at lr 1 moves w by minus that.
+    w = torch.zeros(2, requires_grad=True)
+    optimizer = torch.optim.SGD([w], lr=1.0)
+    gradient_step(optimizer, (w * torch.tensor([3.0, 4.0])).sum(), [w], max_grad_norm=1.0)
+    torch.testing.assert_close(w.detach(), torch.tensor([-0.6, -0.8]))
+    gradient_step(optimizer, (w * torch.tensor([3.0, 4.0])).sum())  # no clipping: the full gradient, not added to the old one
+    torch.testing.assert_close(w.detach(), torch.tensor([-3.6, -4.8]))
+
+
+def test_gradient_step_refuses_to_clip_without_the_parameters():
+    w = torch.zeros(1, requires_grad=True)
+    with pytest.raises(ValueError, match="parameters"):
+        gradient_step(torch.optim.SGD([w], lr=1.0), w.sum(), max_grad_norm=1.0)
+
+
+def test_set_learning_rate_sets_every_group():
+    a, b = torch.zeros(1, requires_grad=True), torch.zeros(1, requires_grad=True)
+    optimizer = adam([{"params": [a]}, {"params": [b], "lr": 0.5}], 0.1)
+    set_learning_rate(optimizer, 0.01)
+    assert [group["lr"] for group in optimizer.param_groups] == [0.01, 0.01]

@@ -21,7 +21,7 @@ from typing import Any, Iterable
 
 import torch
 
-__all__ = ["adam", "adamw"]
+__all__ = ["adam", "adamw", "gradient_step", "set_learning_rate"]
 
 
 def adam(params: Iterable[Any], lr: float, **kwargs: Any) -> torch.optim.Adam:
@@ -32,3 +32,24 @@ def adam(params: Iterable[Any], lr: float, **kwargs: Any) -> torch.optim.Adam:
 def adamw(params: Iterable[Any], lr: float, **kwargs: Any) -> torch.optim.AdamW:
     """``torch.optim.AdamW`` over ``params`` (tensors or param-group dicts), multi-tensor."""
     return torch.optim.AdamW(params, lr=lr, foreach=True, **kwargs)
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Set every parameter group's learning rate to ``lr`` (a schedule's value for this step)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def gradient_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor, parameters: Iterable[torch.Tensor] | None = None,
+                  max_grad_norm: float | None = None) -> None:
+    r"""One step of ``optimizer`` on ``loss``: clear the gradients, backpropagate, rescale the
+    gradient of ``parameters`` so that its global norm is at most ``max_grad_norm``
+    (:math:`g \leftarrow g \cdot \min(1, c / \lVert g \rVert_2)`; no clipping if ``None``), step.
+    The one copy of these lines every trainer in seqrl runs."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if max_grad_norm is not None:
+        if parameters is None:
+            raise ValueError("clipping the gradient norm needs the parameters to clip")
+        torch.nn.utils.clip_grad_norm_(parameters, max_grad_norm)
+    optimizer.step()

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from ..text.batching import IGNORE_INDEX, lm_inputs_and_targets
 from ..utils import progress
 from .gpt import GPT
-from .optim import adamw
+from .optim import adamw, gradient_step, set_learning_rate
 from .schedules import warmup_cosine
 
 __all__ = ["lm_loss", "TrainHistory", "train_language_model"]
@@ -105,13 +105,9 @@ def train_language_model(
         rows = torch.randint(len(tokens), (batch_size,), generator=generator).to(device)
         batch_mask = mask[rows]
         width = int(batch_mask.sum(dim=1).max())  # trim columns that are padding for the whole batch
-        for group in optimizer.param_groups:
-            group["lr"] = warmup_cosine(step, steps, lr, warmup)
+        set_learning_rate(optimizer, warmup_cosine(step, steps, lr, warmup))
         loss = lm_loss(model, tokens[rows, :width], batch_mask[:, :width])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
+        gradient_step(optimizer, loss, model.parameters(), 1.0)
         history.steps.append(step)
         history.train_loss.append(float(loss.detach()))
         if val is not None and ((step + 1) % eval_every == 0 or step == steps - 1):

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from ..models.gpt import GPT
-from ..models.optim import adamw
+from ..models.optim import adamw, gradient_step, set_learning_rate
 from ..models.schedules import warmup_cosine
 from ..models.training import TrainHistory, lm_loss
 from ..utils import progress
@@ -61,13 +61,9 @@ def train_bc(
     model.train()
     for step in progress(range(steps), desc=desc):
         batch = sample_batch(dataset, batch_size, generator, model.device)
-        for group in optimizer.param_groups:
-            group["lr"] = warmup_cosine(step, steps, lr, warmup)
+        set_learning_rate(optimizer, warmup_cosine(step, steps, lr, warmup))
         loss = bc_loss(model, batch.tokens, batch.mask, batch.action_mask)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
+        gradient_step(optimizer, loss, model.parameters(), 1.0)
         history.steps.append(step)
         history.train_loss.append(float(loss.detach()))
     model.eval()

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from ..models.gpt import GPT
 from ..models.heads import ILQLHeads
-from ..models.optim import adamw
+from ..models.optim import adamw, gradient_step, set_learning_rate
 from ..utils import progress
 from ..models.schedules import warmup_cosine
 from .data import Batch, batch_at, check_offline_dataset
@@ -293,16 +293,12 @@ def _run(model: ILQL, dataset: Any, config: ILQLConfig, steps: int, loss_fn, hid
     for step in progress(range(steps), desc=desc):
         rows = torch.randint(len(dataset.tokens), (config.batch_size,), generator=generator)
         batch = batch_at(dataset, rows, model.device)
-        for group in optimizer.param_groups:
-            group["lr"] = warmup_cosine(step, steps, config.lr, config.warmup)
+        set_learning_rate(optimizer, warmup_cosine(step, steps, config.lr, config.warmup))
         states = model.hidden(batch.tokens) if hidden is None else hidden[rows.to(hidden.device), : batch.tokens.shape[1]]
         out = model.values(states, decision_states(batch.action_mask, batch.mask), targets=history is not None)
         result = loss_fn(out, batch, config)
         loss = result[0] if isinstance(result, tuple) else result
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
+        gradient_step(optimizer, loss, params, 1.0)
         if history is not None:
             model.update_target(config.polyak)
             history.stats.append(result[1])

@@ -37,7 +37,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..models.optim import adam
+from ..models.optim import adam, gradient_step
 from .advantages import masked_mean
 from .policies import GRUTrunk
 
@@ -323,10 +323,7 @@ def train_drqn(q_net: QNetwork, env: Any, config: DRQNConfig | None = None, eval
                 batch = replay.sample_windows(config.batch_size, config.window, config.burn_in, config.stored_state,
                                               generator, extra=config.n_step)
             loss = q_learning_loss(q_net, target_net, batch, config.gamma, config.n_step)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(q_net.parameters(), config.max_grad_norm)
-            optimizer.step()
+            gradient_step(optimizer, loss, q_net.parameters(), config.max_grad_norm)
             steps += 1
             if steps % config.target_every == 0:
                 target_net.load_state_dict(q_net.state_dict())

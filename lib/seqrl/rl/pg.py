@@ -30,7 +30,7 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from ..models.optim import adam
+from ..models.optim import adam, gradient_step
 from .advantages import gae, masked_mean, whiten
 from .losses import ppo_policy_loss, ppo_value_loss, reinforce_loss
 from .returns import discounted_returns
@@ -160,13 +160,6 @@ def _score(policy: Any, batch: EpisodeBatch) -> tuple[torch.Tensor, torch.Tensor
     return logprobs, values, entropy
 
 
-def _apply(policy: Any, optimizer: torch.optim.Optimizer, loss: torch.Tensor, max_grad_norm: float) -> None:
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(policy.parameters(), max_grad_norm)
-    optimizer.step()
-
-
 def reinforce_update(policy: Any, optimizer: torch.optim.Optimizer, batch: EpisodeBatch, config: PGConfig) -> None:
     r"""One REINFORCE step with a learned baseline:
     :math:`\mathcal L = -\overline{\log\pi(a_t|h_t)(G_t - V(h_t))} + c_V \tfrac12\overline{(V(h_t) - G_t)^2} - c_H \bar{\mathcal H}`.
@@ -177,7 +170,7 @@ def reinforce_update(policy: Any, optimizer: torch.optim.Optimizer, batch: Episo
     loss = (reinforce_loss(logprobs, advantages, batch.mask)
             + config.value_coef * ppo_value_loss(values, returns, mask=batch.mask)
             - config.entropy_coef * masked_mean(entropy, batch.mask))
-    _apply(policy, optimizer, loss, config.max_grad_norm)
+    gradient_step(optimizer, loss, policy.parameters(), config.max_grad_norm)
 
 
 def ppo_update(policy: Any, optimizer: torch.optim.Optimizer, batch: EpisodeBatch, config: PGConfig) -> None:
@@ -197,7 +190,7 @@ def ppo_update(policy: Any, optimizer: torch.optim.Optimizer, batch: EpisodeBatc
             loss = (policy_loss
                     + config.value_coef * ppo_value_loss(values, returns[rows], mask=mask)
                     - config.entropy_coef * masked_mean(entropy, mask))
-            _apply(policy, optimizer, loss, config.max_grad_norm)
+            gradient_step(optimizer, loss, policy.parameters(), config.max_grad_norm)
 
 
 def train(

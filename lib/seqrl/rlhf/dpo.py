@@ -30,7 +30,7 @@ import torch
 
 from ..models.completions import Completions
 from ..models.gpt import GPT
-from ..models.optim import adam
+from ..models.optim import adam, gradient_step
 from ..models.schedules import record_evaluation, warmup_linear_decay
 from ..models.scoring import logprobs as score_logprobs
 from ..text.tokenizer import Tokenizer
@@ -175,11 +175,7 @@ def train_dpo(
             loss, chosen_rewards, rejected_rewards = dpo_loss(
                 sequence_logprobs(policy, chosen, rows), sequence_logprobs(policy, rejected, rows),
                 ref_chosen[rows], ref_rejected[rows], beta)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if max_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(policy.parameters(), max_grad_norm)
-            optimizer.step()
+            gradient_step(optimizer, loss, policy.parameters(), max_grad_norm)
             schedule.step()
             history.loss.append(float(loss.detach()))
             history.accuracy.append(float((chosen_rewards > rejected_rewards).float().mean()))

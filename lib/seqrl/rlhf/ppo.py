@@ -54,7 +54,7 @@ import torch.nn as nn
 from ..models.completions import Completions, sample_completions
 from ..models.gpt import GPT
 from ..models.heads import ValueHead
-from ..models.optim import adam
+from ..models.optim import adam, gradient_step
 from ..models.schedules import record_evaluation, warmup_linear_decay
 from ..models.scoring import logprobs as score_logprobs
 from ..rl.advantages import gae, masked_mean, masked_var, whiten
@@ -367,11 +367,7 @@ def ppo_update(
                     log["value_clip_fraction"].append(float(masked_mean(moved, mask)))
             if epoch == 0 and k == 0:
                 first_ratio_error = float((((new_lp.detach() - old_lp).exp() - 1).abs() * mask).max())
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.max_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-            optimizer.step()
+            gradient_step(optimizer, loss, params, config.max_grad_norm)
             log["policy_loss"].append(float(policy_loss.detach()))
             log["clip_fraction"].append(stats.clip_fraction)
             log["approx_kl"].append(stats.approx_kl)

@@ -36,7 +36,7 @@ import torch
 
 from ..models.completions import sample_completions
 from ..models.gpt import GPT
-from ..models.optim import adam
+from ..models.optim import adam, gradient_step
 from ..models.schedules import record_evaluation, warmup_linear_decay
 from ..models.scoring import logprobs as score_logprobs
 from ..rl.losses import reinforce_loss
@@ -171,11 +171,7 @@ def reinforce_step(
     token_lp = score_logprobs(policy, batch.sequences[rows], batch.attention_mask[rows], start, config.temperature)  # (R, N)
     sequence_lp = (token_lp * mask[rows]).sum(dim=1)  # log pi(y|x) = sum_t log pi(y_t | x, y_<t)
     loss = reinforce_loss(sequence_lp, advantages[rows]) * (len(rows) / len(advantages))  # = the mean over all B rows
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    if config.max_grad_norm is not None:
-        torch.nn.utils.clip_grad_norm_(policy.parameters(), config.max_grad_norm)
-    optimizer.step()
+    gradient_step(optimizer, loss, policy.parameters(), config.max_grad_norm)
     stats["logprob_gap"] = float(((token_lp.detach() - batch.logprobs[rows]).abs() * mask[rows]).max())
     return stats
 

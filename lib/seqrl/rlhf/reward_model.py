@@ -35,7 +35,7 @@ import torch.nn as nn
 from ..models.completions import Completions, encode_completions, encode_prompts
 from ..models.gpt import GPT
 from ..models.heads import ValueHead, gather_last
-from ..models.optim import adamw
+from ..models.optim import adamw, gradient_step
 from ..models.schedules import warmup_linear_decay
 from ..text.tokenizer import Tokenizer
 from ..utils import progress
@@ -263,9 +263,7 @@ def train_reward_model(
             scores = rm.raw_scores(sequences[both, :used], attention_mask[both, :used])
             chosen, rejected = scores[: len(rows)], scores[len(rows) :]
             loss = bradley_terry_loss(chosen, rejected)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            gradient_step(optimizer, loss)  # no clipping
             schedule.step()
             history.loss.append(float(loss.detach()))
             history.accuracy.append(float((chosen > rejected).float().mean()))
