@@ -136,3 +136,10 @@ def test_seqrl_models_lists_every_recipe_and_its_cache_state(tmp_path, monkeypat
     lines = capsys.readouterr().out.splitlines()
     assert sorted(line.split()[0] for line in lines) == sorted(recipes())
     assert all(line.split()[1] == "missing" for line in lines)
+
+
+def test_recipes_that_start_from_a_checkpoint_are_built_after_those_that_do_not():
+    from seqrl.pretrained import build_order
+
+    order = build_order(["twenty_questions_bc_seed1", "addition", "twenty_questions_bc", "guess_my_number_filtered_bc_seed0", "reviews"])
+    assert order == ["addition", "twenty_questions_bc", "reviews", "twenty_questions_bc_seed1", "guess_my_number_filtered_bc_seed0"]

@@ -253,6 +253,13 @@ def is_cached(name: str, directory: Path | str | None = None) -> bool:
     return path.exists() and _try_load(recipe, path, torch.device("cpu"), warn_if_bad=False) is not None
 
 
+def build_order(names: list[str]) -> list[str]:
+    """``names`` with the recipes that start from another checkpoint (an ``init`` parameter) last,
+    otherwise in the given order: those wait for their starting point, so building them last keeps
+    every worker of :func:`warm_cache` training instead of waiting on a lock."""
+    return sorted(names, key=lambda name: _lookup(name).params.get("init") is not None)
+
+
 def warm_cache(names: list[str] | None = None, jobs: int = 2, directory: Path | str | None = None) -> dict[str, float]:
     """Build every missing checkpoint (default: all recipes), ``jobs`` recipes at a time, each in its
     own single-threaded process; returns the seconds each build took (0 for those already cached).
@@ -273,10 +280,7 @@ def warm_cache(names: list[str] | None = None, jobs: int = 2, directory: Path | 
     env = dict(os.environ, SEQRL_NUM_THREADS="1", OMP_NUM_THREADS="1")
     if directory is not None:
         env["SEQRL_CACHE"] = str(directory)
-    missing = [n for n in names if not is_cached(n, directory)]
-    # Recipes that start from another checkpoint (``init``) wait for it: build those last, so that no
-    # worker sits on a lock while a from-scratch recipe could be training.
-    missing.sort(key=lambda n: _lookup(n).params.get("init") is not None)
+    missing = build_order([n for n in names if not is_cached(n, directory)])
 
     def build(name: str) -> float:
         start = time.perf_counter()
