@@ -109,6 +109,18 @@ def test_results_table_rescales_returns_between_random_and_the_best_behaviour():
     assert rows[0]["runs"] == [-6.0, -6.5, -5.5]
 
 
+def test_beats_needs_a_gap_larger_than_either_methods_seed_spread():
+    tight = Evaluation([-4.6, -4.5, -4.55], [1.0] * 3, [])  # mean -4.55, spread 0.1
+    close = Evaluation([-5.1, -5.0, -5.0], [0.8] * 3, [])  # mean -5.033, spread 0.1
+    wide_loser = Evaluation([-5.6, -4.8, -5.2], [0.8] * 3, [])  # mean -5.2, spread 0.8
+    wide_winner = Evaluation([-4.0, -4.8, -4.4], [0.9] * 3, [])  # mean -4.4, spread 0.8
+    assert tight.beats(close)  # gap 0.48 > 0.1
+    assert not close.beats(tight)  # a negative gap never beats
+    assert not tight.beats(wide_loser)  # gap 0.65 < the loser's spread 0.8
+    assert not wide_winner.beats(close)  # gap 0.63 < the winner's own spread 0.8
+    assert wide_winner.beats(Evaluation([-5.3, -5.3, -5.3], [0.5] * 3, []))  # gap 0.9 > 0.8
+
+
 def test_offline_recipes_start_from_the_pretrained_dialogue_model_and_differ_in_data_only():
     from seqrl import recipes
     from seqrl.offline.recipes import FILTER_TOP, TRAINING_SEEDS

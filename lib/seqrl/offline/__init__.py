@@ -10,7 +10,7 @@ from ..models.heads import ILQLHeads, ILQLValues, QHead
 from .agents import ILQLAgent, LMAgent, UtteranceAgent
 from .bc import bc_loss, train_bc
 from .data import Batch, check_offline_dataset, filter_composition, opening_utterances, sample_batch, top_fraction, top_fraction_rows
-from .ilql import ILQL, dataset_hidden, decision_states, warm_start_ilql, ILQLConfig, ILQLHistory, ILQLOutput, ILQLStats, ilql_loss, train_ilql, warm_start_loss
+from .ilql import ILQL, dataset_hidden, decision_states, warm_start_ilql, ILQLConfig, ILQLHistory, ILQLOutput, ILQLStats, ilql_loss, train_ilql, train_ilql_heads, warm_start_loss
 from .objectives import (
     cql_penalty,
     expectile_loss,
@@ -66,5 +66,6 @@ __all__ = [
     "top_fraction",
     "train_bc",
     "train_ilql",
+    "train_ilql_heads",
     "warm_start_loss",
 ]

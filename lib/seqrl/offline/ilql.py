@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from ..models.gpt import GPT
 from ..models.heads import ILQLHeads
 from ..models.optim import adamw, gradient_step, set_learning_rate
-from ..utils import progress
+from ..utils import progress, seed_everything
 from ..models.schedules import warmup_cosine
 from .data import Batch, batch_at, check_offline_dataset
 from .objectives import (
@@ -44,7 +44,7 @@ from .objectives import (
     td_targets,
 )
 
-__all__ = ["dataset_hidden", "warm_start_ilql", "decision_states", "ILQLConfig", "ILQLOutput", "ILQLStats", "ILQL", "ilql_loss", "warm_start_loss", "train_ilql", "ILQLHistory"]
+__all__ = ["dataset_hidden", "warm_start_ilql", "decision_states", "ILQLConfig", "ILQLOutput", "ILQLStats", "ILQL", "ilql_loss", "warm_start_loss", "train_ilql", "train_ilql_heads", "ILQLHistory"]
 
 
 @dataclass
@@ -348,3 +348,17 @@ def train_ilql(model: ILQL, dataset: Any, config: ILQLConfig | None = None, hidd
     _run(model, dataset, config, config.steps, ilql_loss, hidden, generator, desc, history)
     history.seconds = time.perf_counter() - start
     return history
+
+
+def train_ilql_heads(trunk: GPT, dataset: Any, config: ILQLConfig, width: int | None = None,
+                     hidden: torch.Tensor | None = None, desc: str = "ILQL") -> ILQL:
+    """New ILQL heads on a *fixed* trunk (``train_trunk=False``), trained by :func:`train_ilql`.
+
+    ``config.seed`` seeds everything: the heads' initial weights (drawn here, after
+    :func:`~seqrl.utils.seed_everything`) and the minibatch order, so one call per training seed
+    gives a reproducible run. ``hidden``: :func:`dataset_hidden` of ``trunk``, if already computed.
+    """
+    seed_everything(config.seed)
+    model = ILQL(trunk, width=width, train_trunk=False)
+    train_ilql(model, dataset, config, hidden, desc=desc)
+    return model

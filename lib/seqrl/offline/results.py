@@ -40,6 +40,11 @@ class Evaluation:
     def success(self) -> float:
         return sum(self.successes) / len(self.successes)
 
+    def beats(self, other: "Evaluation") -> bool:
+        r"""Whether this method's mean return exceeds ``other``'s by more than the seed-to-seed
+        spread of either: :math:`\bar R_a - \bar R_b > \max(\text{spread}_a, \text{spread}_b)`."""
+        return self.mean_return - other.mean_return > max(self.spread, other.spread)
+
 
 def evaluate(task: Any, agent: Any, seeds: Sequence[int], n_episodes: int, **play_kwargs) -> Evaluation:
     """Play ``n_episodes`` games of ``task`` per seed (``task.play(agent, n_episodes, seed)``)."""
