@@ -150,10 +150,12 @@ def test_multiturn_ppo_raises_the_return_of_a_weak_clone(small_task):
     train_bc(model, build_dataset(small_task, 400, "expert", seed=0), steps=80, batch_size=32, seed=0)
     agent = LanguageModelAgent(model)
     before = play(small_task, agent, 300, seed=100)["return"].mean().item()
-    config = PPOConfig(iterations=20, rollouts=64, minibatches=2, epochs=4, lr=2e-3, value_lr=3e-2, kl_coef=0.0, seed=0)
+    # lr 1e-3 over 30 iterations: over 8 (clone, PPO) seed pairs the gain was +0.22 to +0.34; with
+    # lr 2e-3 over 20 one pair in eight lost 0.13 (and this pair did on other hardware and on a GPU)
+    config = PPOConfig(iterations=30, rollouts=64, minibatches=2, epochs=4, lr=1e-3, value_lr=3e-2, kl_coef=0.0, seed=0)
     history = train_multiturn_ppo(model, small_task, config)
     after = play(small_task, agent, 300, seed=100)["return"].mean().item()
-    assert history.games[-1] == 20 * 64
+    assert history.games[-1] == 30 * 64
     assert history.first_ratio_error[0] < 1e-4, "the first PPO ratio is 1: the scorer matches the sampler"
     assert max(history.logprob_gap) < 1e-4, "PPO scores the agent's tokens under the distribution play() samples from"
     assert after > before + 0.15, f"PPO should raise the mean return of the weak clone: {before:.2f} -> {after:.2f}"
