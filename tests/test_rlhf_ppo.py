@@ -231,3 +231,33 @@ def test_critic_free_rloo_variant_raises_the_reward(tiny_addition, one_torch_thr
     history = train_ppo(policy, tokenizer, TASK.prompts, ends_in_zero, config, reference=model)
     assert held_out_reward(policy, tokenizer) > before + 0.3
     assert all(v != v for v in history.explained_variance), "no critic, no explained variance"
+
+
+def test_target_kl_stops_the_update_before_the_step_that_would_move_the_policy_too_far(tiny_addition, one_torch_thread):
+    from seqrl.rlhf.ppo import ppo_optimizer, ppo_update
+
+    model, tokenizer = tiny_addition
+    policy, rollout, config = rollout_of(model, tokenizer, epochs=4, lr=1e-2)
+
+    def update(target_kl):
+        run = copy.deepcopy(policy)
+        run_config = PPOConfig(**{**config.__dict__, "target_kl": target_kl})
+        optimizer, _ = ppo_optimizer(run, run_config)
+        return run, ppo_update(run, optimizer, rollout, run_config, torch.Generator().manual_seed(0))
+
+    free, free_stats = update(None)
+    assert free_stats["minibatch_steps"] == 4 * 2  # every epoch, every minibatch
+    # the first minibatch is scored by the policy that sampled it (KL 0): its step is taken; after it
+    # every minibatch is further than 1.5 * 1e-9 away, so the update stops there
+    stopped, stopped_stats = update(1e-9)
+    assert stopped_stats["minibatch_steps"] == 1
+    moved = [not torch.equal(a, b) for a, b in zip(stopped.parameters(), policy.parameters())]
+    assert any(moved), "the first step was taken"
+    assert any(not torch.equal(a, b) for a, b in zip(stopped.parameters(), free.parameters()))
+    # a moderate target: some steps, each taken at an approximate KL below 1.5 * target_kl
+    target = free_stats["approx_kl"] / 2
+    _, some_stats = update(target)
+    assert 1 <= some_stats["minibatch_steps"] < 8
+    assert some_stats["approx_kl"] <= 1.5 * target
+    with pytest.raises(ValueError, match="target_kl must be > 0"):
+        PPOConfig(target_kl=0.0)

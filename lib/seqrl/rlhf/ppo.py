@@ -108,6 +108,9 @@ class PPOConfig:
     missing_eos_penalty: float | None = 1.0  # subtracted from the score of a response without <eos>
     whiten_advantages: bool = True
     max_grad_norm: float | None = 1.0
+    # early stop of an iteration's epochs (SpinningUp, Stable-Baselines3): a minibatch whose approximate
+    # KL(pi_old || pi) per token exceeds 1.5 * target_kl ends the update before its step; None: never
+    target_kl: float | None = None
     advantages: Literal["gae", "rloo"] = "gae"  # "rloo": critic-free leave-one-out baseline
     samples_per_prompt: int = 1  # k responses per prompt (adjacent rows); "rloo" needs k >= 2
     exact_kl: bool = True  # log the exact per-prefix KL and entropy (two extra forward passes)
@@ -145,6 +148,8 @@ class PPOConfig:
             raise ValueError(f"need lr, vf_coef and kl_coef >= 0, got {self.lr}, {self.vf_coef}, {self.kl_coef}")
         if self.kl_target is not None and (self.kl_target <= 0 or self.kl_coef <= 0):
             raise ValueError(f"adaptive KL needs kl_target > 0 and an initial kl_coef > 0, got {self.kl_target}, {self.kl_coef}")
+        if self.target_kl is not None and self.target_kl <= 0:
+            raise ValueError(f"target_kl must be > 0 or None, got {self.target_kl}")
         if self.missing_eos_penalty is not None and self.missing_eos_penalty < 0:
             raise ValueError(f"missing_eos_penalty is subtracted, so it must be >= 0, got {self.missing_eos_penalty}")
 
@@ -326,8 +331,11 @@ def ppo_update(
     generator: torch.Generator | None = None,
 ) -> dict[str, float]:
     """``config.epochs`` passes over ``config.minibatches`` shuffled minibatches of the rollout
-    (step 4). Returns the mean clip fraction, approximate KL, ratio, losses, and
-    ``first_ratio_error``: max |ratio - 1| on the first minibatch (0 up to float round-off).
+    (step 4). Returns the mean clip fraction, approximate KL, ratio, losses,
+    ``first_ratio_error``: max |ratio - 1| on the first minibatch (0 up to float round-off), and
+    ``minibatch_steps``: the gradient steps taken. With ``config.target_kl`` the update stops,
+    before the step, at the first minibatch whose approximate KL to the rollout's policy exceeds
+    :math:`1.5\,\text{target\_kl}`: the policy never moves far from the one that sampled the data.
 
     ``rollout`` is a :class:`Rollout` or any batch with the same fields (``sequences``,
     ``attention_mask``, ``response_start``, and per response column ``mask``, ``logprobs``,
@@ -343,7 +351,10 @@ def ppo_update(
     params = [p for group in optimizer.param_groups for p in group["params"]]
     log: dict[str, list[float]] = {k: [] for k in ("clip_fraction", "approx_kl", "ratio_mean", "policy_loss", "value_loss", "value_clip_fraction")}
     first_ratio_error = float("nan")
+    steps, too_far = 0, False
     for epoch in range(config.epochs):
+        if too_far:
+            break
         order = torch.randperm(B, generator=generator).to(rollout.mask.device)
         for k in range(config.minibatches):
             rows = order[k * size : (k + 1) * size]
@@ -367,13 +378,18 @@ def ppo_update(
                     log["value_clip_fraction"].append(float(masked_mean(moved, mask)))
             if epoch == 0 and k == 0:
                 first_ratio_error = float((((new_lp.detach() - old_lp).exp() - 1).abs() * mask).max())
+            if config.target_kl is not None and stats.approx_kl > 1.5 * config.target_kl:
+                too_far = True  # this minibatch's step is not taken, nor any later one of this iteration
+                break
             gradient_step(optimizer, loss, params, config.max_grad_norm)
+            steps += 1
             log["policy_loss"].append(float(policy_loss.detach()))
             log["clip_fraction"].append(stats.clip_fraction)
             log["approx_kl"].append(stats.approx_kl)
             log["ratio_mean"].append(stats.ratio_mean)
     out = {name: (sum(v) / len(v) if v else float("nan")) for name, v in log.items()}
     out["first_ratio_error"] = first_ratio_error
+    out["minibatch_steps"] = float(steps)
     return out
 
 
@@ -391,6 +407,7 @@ class PPOHistory:
     kl_coef: list[float] = field(default_factory=list)
     clip_fraction: list[float] = field(default_factory=list)
     approx_kl: list[float] = field(default_factory=list)
+    minibatch_steps: list[float] = field(default_factory=list)  # gradient steps taken (fewer: stopped by target_kl)
     ratio_mean: list[float] = field(default_factory=list)
     first_ratio_error: list[float] = field(default_factory=list)
     logprob_gap: list[float] = field(default_factory=list)  # max |sampler - scorer| token log-prob
@@ -481,7 +498,7 @@ def train_ppo(
         _log_rollout(history, policy, reference, rollout, config, gold, iteration, n_samples)
         stats = ppo_update(policy, optimizer, rollout, config, shuffle_generator)
         schedule.step()
-        for name in ("clip_fraction", "approx_kl", "ratio_mean", "first_ratio_error", "policy_loss", "value_loss"):
+        for name in ("clip_fraction", "approx_kl", "ratio_mean", "first_ratio_error", "policy_loss", "value_loss", "minibatch_steps"):
             getattr(history, name).append(stats[name])
         if controller is not None:
             controller.update(history.kl_sampled[-1], len(rollout))
