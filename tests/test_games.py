@@ -1,6 +1,7 @@
 """Tests of seqrl.games: the oracles, the behaviour policies, the offline datasets and the game engine."""
 from __future__ import annotations
 
+import importlib
 import math
 
 import numpy as np
@@ -245,6 +246,58 @@ def test_an_untrained_language_model_plays_but_mostly_talks_nonsense(number):
     assert ((result["return"] <= -1) & (result["return"] >= -number.turn_limit)).all()
     assert result["invalid"].sum() > 0
     assert all(d.startswith("<bos> <agent>") and d.endswith("<eos>") for d in result["dialogues"])
+
+
+class _CountingAgent(LanguageModelAgent):
+    """Counts how the engine asked for logits: whole histories or new tokens after a cache."""
+
+    def __init__(self, model):
+        super().__init__(model)
+        self.whole, self.incremental = 0, 0
+
+    def next_token_logits(self, tokens, mask):
+        self.whole += 1
+        return super().next_token_logits(tokens, mask)
+
+    def cached_logits(self, new_tokens, attention_mask, cache):
+        self.incremental += 1
+        return super().cached_logits(new_tokens, attention_mask, cache)
+
+
+@pytest.fixture(scope="module")
+def weak_clone(number):
+    from seqrl.offline.bc import train_bc
+
+    torch.manual_seed(0)
+    tok = number.tokenizer()
+    model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=number.max_tokens(), n_layer=1, n_head=2, n_embd=32))
+    train_bc(model, build_dataset(number, 300, MIX, seed=0), steps=60, batch_size=32, seed=0)
+    return model
+
+
+def test_play_with_a_kv_cache_plays_the_games_of_the_recomputing_path(number, weak_clone):
+    agent = _CountingAgent(weak_clone)
+    cached = play(number, agent, 32, seed=4, greedy=True)
+    assert agent.incremental > 0 and agent.whole == 0, "a LanguageModelAgent is fed only its new tokens"
+    recomputed = play(number, LanguageModelAgent(weak_clone), 32, seed=4, greedy=True, use_cache=False)
+    assert cached["dialogues"] == recomputed["dialogues"]
+    assert max(len(d.split()) for d in cached["dialogues"]) > 20  # long games: many cached steps
+    sampled = play(number, agent, 32, seed=5)
+    sampled_again = play(number, agent, 32, seed=5, use_cache=False)
+    same = [a == b for a, b in zip(sampled["dialogues"], sampled_again["dialogues"])]
+    assert sum(same) >= 30  # the same draws (a probability tie to the 6th digit could flip a token)
+    rows = torch.tensor(same)
+    torch.testing.assert_close(sampled["logprobs"][rows], sampled_again["logprobs"][rows], atol=1e-4, rtol=0)
+
+
+def test_play_falls_back_to_recomputing_when_the_cache_is_full(number, weak_clone, monkeypatch):
+    engine = importlib.import_module("seqrl.games.play")  # the module (seqrl.games.play is also the function)
+
+    monkeypatch.setattr(engine, "CACHE_SLOTS", 12)  # full after a few steps
+    agent = _CountingAgent(weak_clone)
+    result = play(number, agent, 16, seed=4, greedy=True)
+    assert agent.incremental > 0 and agent.whole > 0
+    assert result["dialogues"] == play(number, LanguageModelAgent(weak_clone), 16, seed=4, greedy=True, use_cache=False)["dialogues"]
 
 
 def test_guesser_only_guesses_consistent_secrets_and_is_mediocre(twenty, number):

@@ -89,6 +89,45 @@ def test_left_padding_does_not_change_logits_or_samples(small_gpt):
         assert torch.equal(left.tokens, plain)
 
 
+def test_a_static_cache_with_padding_between_chunks_gives_the_logits_of_the_real_tokens(small_gpt):
+    # two rows grow by different numbers of tokens per call (as games in play() do): each chunk is
+    # left-padded, so the cache holds padding between real tokens; positions count real tokens only
+    from seqrl.models import StaticKVCache
+
+    rows = [[3, 4, 5, 6, 7, 8, 9], [10, 11, 12, 13, 14, 15, 16]]
+    chunks = [([3, 4], [10]), ([5], [11, 12, 13]), ([6, 7, 8], [14]), ([9], [15, 16])]  # per call: row 0's, row 1's
+    cache = StaticKVCache.for_model(small_gpt, 2, 64)
+    slots = torch.zeros(2, 64, dtype=torch.long)
+    with torch.no_grad():
+        for new in chunks:
+            width = max(map(len, new))
+            tokens = torch.zeros(2, width, dtype=torch.long)
+            mask = torch.zeros(2, width, dtype=torch.long)
+            for r, toks in enumerate(new):
+                tokens[r, width - len(toks):], mask[r, width - len(toks):] = torch.tensor(toks), 1
+            slots[:, cache.length : cache.length + width] = mask
+            out = small_gpt(tokens, past=cache, attention_mask=slots[:, : cache.length + width])
+        full = small_gpt(torch.tensor(rows)).logits[:, -1]
+    assert cache.length == 2 + 3 + 3 + 2 > len(rows[0])  # more slots than real tokens
+    torch.testing.assert_close(out.logits[:, -1], full, atol=1e-5, rtol=1e-5)
+    cache.select(torch.tensor([1]))  # drop row 0: row 1 goes on alone
+    with torch.no_grad():
+        alone = small_gpt(torch.tensor([[17]]), past=cache, attention_mask=torch.cat([slots[1:, : cache.length], torch.ones(1, 1, dtype=torch.long)], 1))
+        reference = small_gpt(torch.tensor([rows[1] + [17]])).logits[:, -1]
+    torch.testing.assert_close(alone.logits[:, -1], reference, atol=1e-5, rtol=1e-5)
+
+
+def test_a_padded_cache_may_exceed_block_size_but_its_real_tokens_may_not(small_gpt):
+    from seqrl.models import StaticKVCache
+
+    cache = StaticKVCache.for_model(small_gpt, 1, 128)  # block_size 48
+    with torch.no_grad():
+        small_gpt(torch.zeros(1, 40, dtype=torch.long), past=cache, attention_mask=torch.zeros(1, 40, dtype=torch.long))  # 40 padding slots
+        small_gpt(torch.ones(1, 30, dtype=torch.long), past=cache, attention_mask=torch.cat([torch.zeros(1, 40), torch.ones(1, 30)], 1).long())
+        with pytest.raises(ValueError, match="sequence of 49 tokens exceeds the model's block_size 48"):
+            small_gpt(torch.ones(1, 19, dtype=torch.long), past=cache, attention_mask=torch.cat([torch.zeros(1, 40), torch.ones(1, 49)], 1).long())
+
+
 def test_bad_input_gives_clear_errors(small_gpt):
     with pytest.raises(ValueError, match="batch, time"):
         small_gpt(torch.zeros(5, dtype=torch.long))

@@ -16,6 +16,18 @@ tokens are masked out before sampling.
 Histories are passed **left-padded**: ``tokens[:, -1]`` is every row's latest token and
 ``mask`` is 1 on real tokens (the layout :class:`~seqrl.models.GPT` reads with ``attention_mask``).
 
+**Agents with a KV cache.** Recomputing every game's whole history for each new token makes a
+game of :math:`T` tokens cost :math:`O(T^2)` token-passes. An agent that also has
+``new_cache(batch, capacity)`` (returning a :class:`~seqrl.models.StaticKVCache`, or ``None`` when
+it cannot cache), ``cached_logits(new_tokens, attention_mask, cache)`` and ``context_length`` (the
+most tokens it reads; a longer game is recomputed from then on) is instead handed only the
+tokens each game gained since its previous call: the agent's own last token, or the user's reply
+and the next prompt. Rows that gained fewer tokens are left-padded in that chunk, so the cache holds
+padding between real tokens (masked, and not counted as positions); games that end are dropped
+from it. The logits are those of the full recomputation up to float round-off (a tie between two
+tokens' probabilities to the 7th digit may then be sampled differently). ``play(use_cache=False)``
+always recomputes. :class:`LanguageModelAgent` and ILQL's agent cache.
+
 Besides the statistics, :func:`play` returns every game as one **right-padded token row**, laid out
 like a logged :class:`~seqrl.games.OfflineDataset` row (``tokens``, ``mask``, ``action_mask``: 1 on
 the tokens the agent *sampled*, ``rewards``: the turn reward −1 on each turn's last sampled token),
@@ -24,12 +36,14 @@ with the sampler's log-probability of each sampled token: what online RL (multi-
 """
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from contextlib import contextmanager
+from typing import Any, Iterator, Protocol, Sequence
 
 import numpy as np
 import torch
 
-from ..models.gpt import GPT
+from ..models.gpt import GPT, StaticKVCache
+from ..models.heads import gather_last
 from ..models.sampling import sample_from_logits
 from .dataset import TURN_REWARD
 from .policies import BehaviourPolicy
@@ -53,12 +67,16 @@ def play(
     temperature: float = 1.0,
     top_k: int | None = None,
     max_utterance_tokens: int | None = None,
+    use_cache: bool = True,
 ) -> dict:
     """Play ``n_episodes`` games of ``task`` with ``agent`` in one batch.
 
     Secrets are ``task.sample_secrets(n_episodes, seed)`` (the same as
     :func:`~seqrl.games.build_dataset` with that seed) and token sampling uses a generator seeded
     with ``seed``, so a call is reproducible.
+
+    ``use_cache``: feed an agent that keeps a KV cache only each game's new tokens (the module
+    docstring); ``False`` recomputes every history at every step (the reference path).
 
     Returns:
         ``dict`` with ``return`` ``(E,)`` float (−turns), ``success`` ``(E,)`` bool, ``turns`` ``(E,)``
@@ -94,9 +112,13 @@ def play(
     turns: list[list[Turn]] = [[] for _ in range(E)]
     active = list(range(E))
     generator: torch.Generator | None = None
+    incremental = _IncrementalScorer.for_agent(agent, E, tok.pad_id) if use_cache else None
     while active:
-        tokens, mask = _left_pad([histories[i] for i in active], tok.pad_id)
-        logits = agent.next_token_logits(tokens, mask)
+        logits = incremental.logits(histories, active) if incremental is not None else None
+        if logits is None:  # no cache (or it is full): the whole histories
+            incremental = None
+            tokens, mask = _left_pad([histories[i] for i in active], tok.pad_id)
+            logits = agent.next_token_logits(tokens, mask)
         if not isinstance(logits, torch.Tensor) or logits.shape != (len(active), V):
             shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
             raise ValueError(f"next_token_logits must return (batch, vocab) = {(len(active), V)}, got {shape}")
@@ -148,6 +170,52 @@ def play(
         "dialogues": [tok.decode(h) for h in histories],
         **rows,
     }
+
+
+class _IncrementalScorer:
+    """Hands an agent with a KV cache only the tokens each game gained since the previous step.
+
+    Cache row ``r`` holds game ``games[r]``; ``fed[i]`` counts game ``i``'s tokens already in the
+    cache; ``slots (rows, capacity)`` marks the cache slots holding real tokens (the rest is the
+    left padding of the chunks), which is the attention mask of every call.
+    """
+
+    def __init__(self, agent: Any, cache: StaticKVCache, n_games: int, pad_id: int) -> None:
+        self.agent, self.cache, self.pad_id = agent, cache, pad_id
+        self.games = list(range(n_games))
+        self.fed = [0] * n_games
+        self.slots = torch.zeros(n_games, cache.capacity, dtype=torch.long, device=cache.keys.device)
+
+    @classmethod
+    def for_agent(cls, agent: Any, n_games: int, pad_id: int) -> "_IncrementalScorer | None":
+        if not all(hasattr(agent, name) for name in ("new_cache", "cached_logits", "context_length")):
+            return None
+        cache = agent.new_cache(n_games, CACHE_SLOTS)
+        return None if cache is None else cls(agent, cache, n_games, pad_id)
+
+    def logits(self, histories: Sequence[Sequence[int]], active: Sequence[int]) -> torch.Tensor | None:
+        """``(len(active), V)`` next-token logits of the active games, or ``None`` if the cache is full."""
+        if self.games != list(active):  # some games ended: drop their rows
+            row_of = {game: r for r, game in enumerate(self.games)}
+            keep = torch.tensor([row_of[i] for i in active], device=self.slots.device)
+            self.cache.select(keep)
+            self.slots = self.slots[keep]
+            self.games = list(active)
+        new = [histories[i][self.fed[i]:] for i in active]
+        start, width = self.cache.length, max(map(len, new))
+        if start + width > self.cache.capacity or max(len(histories[i]) for i in active) > self.agent.context_length:
+            return None
+        tokens, mask = _left_pad(new, self.pad_id)
+        self.slots[:, start : start + width] = mask.to(self.slots.device)
+        logits = self.agent.cached_logits(tokens, self.slots[:, : start + width], self.cache)
+        for i in active:
+            self.fed[i] = len(histories[i])
+        return logits
+
+
+# Slots of a game's KV cache: its real tokens plus the padding of the steps at which other games
+# gained more tokens than it did. Full, play() falls back to recomputing the histories.
+CACHE_SLOTS = 512
 
 
 def agent_vocabulary(task: DialogueTask) -> torch.Tensor:
@@ -269,9 +337,11 @@ class ScriptedAgent:
 
 
 class LanguageModelAgent:
-    """A GPT playing the game: the next-token logits at each row's last real token.
+    """A GPT playing the game: the next-token logits at each row's last real token (histories left-
+    or right-padded), divided by ``temperature``; with a KV cache in :func:`play`.
 
-    Histories longer than the model's ``block_size`` keep their most recent ``block_size`` tokens.
+    Histories longer than the model's ``block_size`` keep their most recent ``block_size`` tokens
+    (recomputed: a cache cannot forget its oldest tokens).
     """
 
     def __init__(self, model: GPT, temperature: float = 1.0) -> None:
@@ -285,9 +355,36 @@ class LanguageModelAgent:
         if tokens.dim() != 2 or tokens.shape != mask.shape:
             raise ValueError(f"tokens and mask must be equal (batch, time) shapes, got {tuple(tokens.shape)}, {tuple(mask.shape)}")
         block = self.model.config.block_size
-        tokens, mask = tokens[:, -block:], mask[:, -block:]  # left-padded: the recent past is on the right
-        was_training = self.model.training
-        self.model.eval()
-        logits = self.model(tokens.to(self.model.device), attention_mask=mask.to(self.model.device)).logits[:, -1]
-        self.model.train(was_training)
-        return logits / self.temperature
+        if tokens.shape[1] > block:  # left-padded (play's layout): the most recent block_size columns
+            tokens, mask = tokens[:, -block:], mask[:, -block:]
+        device = self.model.device
+        with _evaluating(self.model):
+            out = self.model(tokens.to(device), attention_mask=mask.to(device))
+        return gather_last(out.logits, mask.to(device)) / self.temperature
+
+    @property
+    def context_length(self) -> int:
+        return self.model.config.block_size
+
+    def new_cache(self, batch: int, capacity: int) -> StaticKVCache:
+        return StaticKVCache.for_model(self.model, batch, capacity)
+
+    @torch.no_grad()
+    def cached_logits(self, new_tokens: torch.Tensor, attention_mask: torch.Tensor, cache: StaticKVCache) -> torch.Tensor:
+        """Logits after the left-padded ``new_tokens (B, k)``, the cache holding the earlier ones;
+        ``attention_mask (B, cache.length + k)`` marks every real token (see :func:`play`)."""
+        device = self.model.device
+        with _evaluating(self.model):
+            out = self.model(new_tokens.to(device), past=cache, attention_mask=attention_mask.to(device))
+        return out.logits[:, -1] / self.temperature
+
+
+@contextmanager
+def _evaluating(model: torch.nn.Module) -> Iterator[None]:
+    """``model`` in eval mode (no dropout) for the block, then back in the mode it was in."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)

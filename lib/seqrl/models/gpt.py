@@ -59,9 +59,10 @@ class StaticKVCache:
         self.length = 0
 
     @classmethod
-    def for_model(cls, model: "GPT", batch: int, capacity: int | None = None) -> "StaticKVCache":
-        """An empty cache for ``batch`` sequences of ``model`` (``capacity`` defaults to its ``block_size``)."""
-        config, weight = model.config, model.pos_emb.weight
+    def for_model(cls, model: nn.Module, batch: int, capacity: int | None = None) -> "StaticKVCache":
+        """An empty cache for ``batch`` sequences of ``model`` (a :class:`GPT`, or a module that reads
+        like one: ``config`` and the GPT's parameters); ``capacity`` defaults to its ``block_size``."""
+        config, weight = model.config, next(model.parameters())
         return cls(config.n_layer, batch, config.n_head, capacity or config.block_size, config.n_embd // config.n_head,
                    device=weight.device, dtype=weight.dtype)
 
@@ -78,6 +79,12 @@ class StaticKVCache:
 
     def __getitem__(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.keys[layer, :, :, : self.length], self.values[layer, :, :, : self.length]
+
+    def select(self, rows: torch.Tensor) -> None:
+        """Keep only the sequences ``rows`` (indices into the batch, in that order): e.g. drop the
+        games that have ended, so later steps compute only the others."""
+        rows = torch.as_tensor(rows, dtype=torch.long, device=self.keys.device)
+        self.keys, self.values = self.keys[:, rows], self.values[:, rows]
 
     def write(self, layer: int, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store ``keys, values (B, n_head, T, head_dim)`` after the cached positions of ``layer``;
@@ -243,6 +250,9 @@ class GPT(nn.Module):
             past: the cache returned by the previous call (positions ``0 .. T_past - 1``), or a
                 :class:`StaticKVCache`, which is written in place and returned (``T_past`` = its ``length``).
             attention_mask: ``(B, T_past + T)``: 1 for real tokens, 0 for padding; ``None`` = all real.
+                Padding may sit anywhere, also between cached and new tokens (rows that grew by
+                different numbers of tokens between calls): positions count real tokens only, so a
+                cache may then hold more slots than ``block_size``, but no row more real tokens.
             inputs_embeds: ``(B, T, n_embd)`` input vectors used instead of token embeddings, so the
                 same trunk can read continuous observations (a POMDP history) as well as text.
 
@@ -269,7 +279,7 @@ class GPT(nn.Module):
                 f"past must hold {self.config.n_layer} layers of batch {B}, "
                 f"got {len(past)} layers of batch {past[0][0].shape[0]}"
             )
-        if T_past + T > self.config.block_size:
+        if T_past + T > self.config.block_size and (attention_mask is None or past is None):
             raise ValueError(
                 f"sequence of {T_past + T} tokens exceeds the model's block_size {self.config.block_size}"
             )
@@ -280,6 +290,11 @@ class GPT(nn.Module):
             # Several new tokens after a cache need the causal mask offset by T_past.
             attention_mask = torch.ones(B, T_past + T, dtype=torch.long, device=device)
         positions, attn_mask = self._positions_and_mask(B, T, T_past, attention_mask, device)
+        if T and int(positions.max()) >= self.config.block_size:
+            # a cache with padding inside it may hold more slots than block_size, but no more real tokens
+            raise ValueError(
+                f"sequence of {int(positions.max()) + 1} tokens exceeds the model's block_size {self.config.block_size}"
+            )
         inputs = self.tok_emb(idx) if inputs_embeds is None else inputs_embeds
         x = self.drop(inputs + self.pos_emb(positions))  # (B, T, C)
         present: KVCache = []

@@ -4,7 +4,8 @@ r"""Agents for the games' evaluator: anything with ``next_token_logits(tokens, m
 padded: the logits are read at each row's last real token and the GPT ignores padding). The game
 engine samples the agent's next token from the returned logits. One interface, three policies:
 
-* :class:`LMAgent`: a language model's own next-token logits (BC, filtered BC, a pretrained model);
+* :class:`LMAgent`: a language model's own next-token logits (BC, filtered BC, a pretrained model):
+  the games' :class:`~seqrl.games.LanguageModelAgent`;
 * :class:`ILQLAgent`: ILQL's extracted policy, :math:`\log\pi_\beta + \beta\,(Q - V)`;
 * :class:`UtteranceAgent`: the utterance-level variant: at the start of each turn it samples
   candidate utterances from the BC model, scores each with ILQL's Q and commits to the best, then
@@ -14,7 +15,8 @@ from __future__ import annotations
 
 import torch
 
-from ..models.gpt import GPT
+from ..games.play import LanguageModelAgent
+from ..models.gpt import GPT, StaticKVCache
 from ..models.heads import gather_last
 from .ilql import ILQL
 from .objectives import perturbed_logits
@@ -27,19 +29,8 @@ def _check_history(tokens: torch.Tensor, mask: torch.Tensor) -> None:
         raise ValueError(f"tokens and mask must be equal (B, T) shapes, got {tuple(tokens.shape)} and {tuple(mask.shape)}")
 
 
-class LMAgent:
-    """A GPT as an agent: its next-token logits after each history."""
-
-    def __init__(self, model: GPT) -> None:
-        self.model = model
-
-    @torch.no_grad()
-    def next_token_logits(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """``(B, V)`` logits of the token after each row's last real token."""
-        _check_history(tokens, mask)
-        tokens, mask = tokens.to(self.model.device), mask.to(self.model.device)
-        logits = self.model(tokens, attention_mask=mask).logits  # (B, T, V)
-        return gather_last(logits, mask)
+# A GPT as an agent (BC, filtered BC): its next-token logits after each history, with a KV cache in play().
+LMAgent = LanguageModelAgent
 
 
 class ILQLAgent:
@@ -66,6 +57,23 @@ class ILQLAgent:
             q, v = self.ilql.q_and_v(tokens, mask)
             q, v = gather_last(q, mask), gather_last(v, mask)
         return perturbed_logits(gather_last(bc_out.logits, mask), q, v, self.beta)
+
+    @property
+    def context_length(self) -> int:
+        return self.bc_model.config.block_size
+
+    def new_cache(self, batch: int, capacity: int) -> StaticKVCache | None:
+        """A KV cache of the BC model when the heads sit on its trunk (one forward pass gives
+        :math:`\pi_\beta` and the hidden states); ``None`` (recompute) otherwise."""
+        return StaticKVCache.for_model(self.bc_model, batch, capacity) if self.ilql.trunk is self.bc_model else None
+
+    @torch.no_grad()
+    def cached_logits(self, new_tokens: torch.Tensor, attention_mask: torch.Tensor, cache: StaticKVCache) -> torch.Tensor:
+        """:meth:`next_token_logits` from the tokens new since the last call (see :func:`~seqrl.games.play`)."""
+        device = self.ilql.device
+        out = self.bc_model(new_tokens.to(device), past=cache, attention_mask=attention_mask.to(device))
+        q, v = self.ilql.q_and_v_from_hidden(out.hidden[:, -1])
+        return perturbed_logits(out.logits[:, -1], q, v, self.beta)
 
 
 class UtteranceAgent:
