@@ -78,6 +78,22 @@ def test_stop_token_ends_a_row_and_pads_the_rest(small_gpt):
     assert stopped > 0
 
 
+def test_stopped_rows_leave_the_cached_batch_without_changing_any_sample(small_gpt):
+    # rows stop at different steps; with the cache they are dropped from the batch, yet every row
+    # draws its uniform at every step, so the tokens are those of the recomputing path
+    lengths = torch.tensor([3, 1, 2, 3, 2, 1, 3, 3] * 4)
+    prompts = torch.randint(1, 23, (32, 3), generator=torch.Generator().manual_seed(0))
+    mask = (torch.arange(3)[None, :] >= 3 - lengths[:, None]).long()  # left padding
+    for attention_mask in (None, mask):
+        kwargs = dict(stop_token=5, pad_token=0, attention_mask=attention_mask)
+        cached = small_gpt.generate(prompts, 30, use_cache=True, generator=torch.Generator().manual_seed(2), **kwargs)
+        recomputed = small_gpt.generate(prompts, 30, use_cache=False, generator=torch.Generator().manual_seed(2), **kwargs)
+        stop_steps = {int((row == 5).nonzero()[0]) for row in cached.tokens if (row == 5).any()}
+        assert len(stop_steps) > 3, "rows stop at several different steps"
+        assert torch.equal(cached.tokens, recomputed.tokens)
+        torch.testing.assert_close(cached.logprobs, recomputed.logprobs, atol=1e-5, rtol=0)
+
+
 def test_left_padding_does_not_change_logits_or_samples(small_gpt):
     prompt = torch.randint(1, 23, (1, 5))
     padded = torch.cat([torch.zeros(1, 4, dtype=torch.long), prompt], dim=1)

@@ -370,7 +370,8 @@ class GPT(nn.Module):
             top_k: sample only among the ``k`` most likely tokens.
             use_cache: reuse keys and values of earlier positions (fast); ``False`` recomputes the
                 whole prefix every step (the slow reference, same tokens).
-            stop_token: a row that samples this token stops; later slots hold ``pad_token``.
+            stop_token: a row that samples this token stops; later slots hold ``pad_token``. With the
+                cache, stopped rows leave the batch: later steps compute only the running ones.
             generator: ``torch.Generator`` for reproducible sampling.
             attention_mask: ``(B, T)``, 1 for real prompt tokens, 0 for left padding.
             pad_token: filler after ``stop_token`` (default: ``stop_token``).
@@ -401,12 +402,15 @@ class GPT(nn.Module):
             seq, step_input = idx, idx
             # One buffer for the whole sample, written in place: no step copies the cached past.
             past = StaticKVCache.for_model(self, B, T + max_new_tokens) if use_cache else None
+            cached_rows = torch.arange(B, device=idx.device)  # the rows still in the cache (running ones)
             for t in range(max_new_tokens):
                 if use_cache:
-                    out = self(step_input, past=past, attention_mask=mask)
+                    logits = self(step_input, past=past, attention_mask=mask).logits[:, -1]
+                    if len(cached_rows) < B:  # every row draws its uniform, so the random stream is that of B rows
+                        logits = logits.new_zeros(B, logits.shape[-1]).index_copy_(0, cached_rows, logits)
                 else:
-                    out = self(seq, attention_mask=mask)
-                next_token, next_logprob = sample_from_logits(out.logits[:, -1], temperature, top_k, generator)
+                    logits = self(seq, attention_mask=mask).logits[:, -1]
+                next_token, next_logprob = sample_from_logits(logits, temperature, top_k, generator)
                 if stop_token is not None:
                     next_token = torch.where(running, next_token, tokens[:, t])
                     next_logprob = next_logprob * running
@@ -416,10 +420,18 @@ class GPT(nn.Module):
                     running &= next_token != stop_token
                     if not running.any():
                         break
-                step_input = next_token[:, None]
-                seq = torch.cat([seq, step_input], dim=1)
+                if use_cache:
+                    still = running[cached_rows]
+                    if not still.all():  # rows that stopped leave the cache: later steps skip them
+                        keep = still.nonzero().squeeze(1)
+                        past.select(keep)
+                        cached_rows = cached_rows[keep]
+                        mask = None if mask is None else mask[keep]
+                    step_input = next_token[cached_rows, None]
+                else:
+                    seq = torch.cat([seq, next_token[:, None]], dim=1)
                 if mask is not None:
-                    mask = torch.cat([mask, mask.new_ones(B, 1)], dim=1)
+                    mask = torch.cat([mask, mask.new_ones(len(mask), 1)], dim=1)
         finally:
             self.train(was_training)
         return Generation(tokens, logprobs)
