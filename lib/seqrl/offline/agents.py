@@ -63,7 +63,7 @@ class ILQLAgent:
         return self.bc_model.config.block_size
 
     def new_cache(self, batch: int, capacity: int) -> StaticKVCache | None:
-        """A KV cache of the BC model when the heads sit on its trunk (one forward pass gives
+        r"""A KV cache of the BC model when the heads sit on its trunk (one forward pass gives
         :math:`\pi_\beta` and the hidden states); ``None`` (recompute) otherwise."""
         return StaticKVCache.for_model(self.bc_model, batch, capacity) if self.ilql.trunk is self.bc_model else None
 
