@@ -330,7 +330,7 @@ def ppo_update(
     config: PPOConfig,
     generator: torch.Generator | None = None,
 ) -> dict[str, float]:
-    """``config.epochs`` passes over ``config.minibatches`` shuffled minibatches of the rollout
+    r"""``config.epochs`` passes over ``config.minibatches`` shuffled minibatches of the rollout
     (step 4). Returns the mean clip fraction, approximate KL, ratio, losses,
     ``first_ratio_error``: max |ratio - 1| on the first minibatch (0 up to float round-off), and
     ``minibatch_steps``: the gradient steps taken. With ``config.target_kl`` the update stops,
