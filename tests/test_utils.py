@@ -61,3 +61,21 @@ def test_plot_style_and_caption(capsys):
     assert "Figure. Loss falls" in capsys.readouterr().out
     with pytest.raises(ValueError):
         caption("  ")
+
+
+def test_evaluating_switches_dropout_off_and_restores_the_mode_even_after_an_error():
+    from seqrl.utils import evaluating
+
+    model = torch.nn.Sequential(torch.nn.Dropout(0.5))
+    model.train()
+    with evaluating(model):
+        assert not model.training and torch.equal(model(torch.ones(100)), torch.ones(100))  # no dropout
+    assert model.training
+    with pytest.raises(RuntimeError, match="boom"):
+        with evaluating(model):
+            raise RuntimeError("boom")
+    assert model.training, "the mode comes back when the block raises"
+    model.eval()
+    with evaluating(model):
+        pass
+    assert not model.training, "a model in eval mode stays there"

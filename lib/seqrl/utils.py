@@ -1,8 +1,9 @@
-"""Small utilities every chapter uses: seeding, the compute device, threads and progress bars."""
+"""Small utilities every chapter uses: seeding, the compute device, threads, progress bars and eval mode."""
 from __future__ import annotations
 
 import os
 import random
+from contextlib import contextmanager
 from typing import Iterable, Iterator, TypeVar
 
 import numpy as np
@@ -10,7 +11,7 @@ import torch
 
 T = TypeVar("T")
 
-__all__ = ["seed_everything", "device", "progress", "in_ci", "configure_threads"]
+__all__ = ["seed_everything", "device", "progress", "in_ci", "configure_threads", "evaluating"]
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -70,3 +71,15 @@ def configure_threads(n: int | None = None) -> int:
         raise ValueError(f"the number of threads must be at least 1, got {n}")
     torch.set_num_threads(n)
     return n
+
+
+@contextmanager
+def evaluating(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """``model`` in eval mode (no dropout) inside the block, then back in the mode it was in, also
+    when the block raises: ``with evaluating(model): ...``."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)

@@ -36,8 +36,7 @@ with the sampler's log-probability of each sampled token: what online RL (multi-
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Any, Iterator, Protocol, Sequence
+from typing import Any, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -45,6 +44,7 @@ import torch
 from ..models.gpt import GPT, StaticKVCache
 from ..models.heads import gather_last
 from ..models.sampling import sample_from_logits
+from ..utils import evaluating
 from .dataset import TURN_REWARD
 from .policies import BehaviourPolicy
 from .task import END_OF_TURN, DialogueTask, Turn
@@ -358,7 +358,7 @@ class LanguageModelAgent:
         if tokens.shape[1] > block:  # left-padded (play's layout): the most recent block_size columns
             tokens, mask = tokens[:, -block:], mask[:, -block:]
         device = self.model.device
-        with _evaluating(self.model):
+        with evaluating(self.model):
             out = self.model(tokens.to(device), attention_mask=mask.to(device))
         return gather_last(out.logits, mask.to(device)) / self.temperature
 
@@ -374,17 +374,7 @@ class LanguageModelAgent:
         """Logits after the left-padded ``new_tokens (B, k)``, the cache holding the earlier ones;
         ``attention_mask (B, cache.length + k)`` marks every real token (see :func:`play`)."""
         device = self.model.device
-        with _evaluating(self.model):
+        with evaluating(self.model):
             out = self.model(new_tokens.to(device), past=cache, attention_mask=attention_mask.to(device))
         return out.logits[:, -1] / self.temperature
 
-
-@contextmanager
-def _evaluating(model: torch.nn.Module) -> Iterator[None]:
-    """``model`` in eval mode (no dropout) for the block, then back in the mode it was in."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)

@@ -25,6 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..utils import evaluating
 from .sampling import sample_from_logits
 
 __all__ = ["GPTConfig", "GPT", "GPTOutput", "Generation", "KVCache", "StaticKVCache"]
@@ -396,9 +397,7 @@ class GPT(nn.Module):
         running = torch.ones(B, dtype=torch.bool, device=idx.device)
         mask = None if attention_mask is None else attention_mask.to(idx.device).long()
 
-        was_training = self.training
-        self.eval()
-        try:
+        with evaluating(self):
             seq, step_input = idx, idx
             # One buffer for the whole sample, written in place: no step copies the cached past.
             past = StaticKVCache.for_model(self, B, T + max_new_tokens) if use_cache else None
@@ -432,6 +431,4 @@ class GPT(nn.Module):
                     seq = torch.cat([seq, next_token[:, None]], dim=1)
                 if mask is not None:
                     mask = torch.cat([mask, mask.new_ones(len(mask), 1)], dim=1)
-        finally:
-            self.train(was_training)
         return Generation(tokens, logprobs)

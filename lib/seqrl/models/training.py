@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from ..text.batching import IGNORE_INDEX, lm_inputs_and_targets
-from ..utils import progress
+from ..utils import evaluating, progress
 from .gpt import GPT
 from .optim import adamw, gradient_step, set_learning_rate
 from .schedules import warmup_cosine
@@ -54,15 +54,13 @@ class TrainHistory:
 
 @torch.no_grad()
 def _evaluate(model: GPT, tokens: torch.Tensor, mask: torch.Tensor, batch_size: int) -> float:
-    was_training = model.training
-    model.eval()
     total, count = 0.0, 0
-    for start in range(0, len(tokens), batch_size):
-        x, m = tokens[start : start + batch_size], mask[start : start + batch_size]
-        n = int(m[:, 1:].sum())
-        total += float(lm_loss(model, x, m)) * n
-        count += n
-    model.train(was_training)
+    with evaluating(model):
+        for start in range(0, len(tokens), batch_size):
+            x, m = tokens[start : start + batch_size], mask[start : start + batch_size]
+            n = int(m[:, 1:].sum())
+            total += float(lm_loss(model, x, m)) * n
+            count += n
     return total / max(count, 1)
 
 

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from ..models.gpt import GPT
 from ..models.heads import ILQLHeads
 from ..models.optim import adamw, gradient_step, set_learning_rate
-from ..utils import progress, seed_everything
+from ..utils import evaluating, progress, seed_everything
 from ..models.schedules import warmup_cosine
 from .data import Batch, batch_at, check_offline_dataset
 from .objectives import (
@@ -268,19 +268,17 @@ def dataset_hidden(model: ILQL, dataset: Any, chunk: int = 256) -> torch.Tensor:
     rows are read in chunks of similar length, each trimmed to its longest row, and can be sliced to
     any batch width later. Columns after a row's last real token are 0 (no loss reads them).
     """
-    was_training = model.trunk.training
-    model.trunk.eval()
     tokens = dataset.tokens.to(model.device)
     lengths = dataset.mask.sum(dim=1)
     order = torch.argsort(lengths, descending=True, stable=True)
     hidden = torch.zeros(*tokens.shape, model.trunk.config.n_embd, device=model.device)
-    for i in range(0, len(tokens), chunk):
-        rows = order[i : i + chunk]
-        width = int(lengths[rows].max())
-        out = model.trunk(tokens[rows.to(model.device), :width]).hidden  # (chunk, width, C)
-        real = (torch.arange(width) < lengths[rows, None]).to(model.device)  # (chunk, width)
-        hidden[rows.to(model.device), :width] = out * real[..., None]
-    model.trunk.train(was_training)
+    with evaluating(model.trunk):
+        for i in range(0, len(tokens), chunk):
+            rows = order[i : i + chunk]
+            width = int(lengths[rows].max())
+            out = model.trunk(tokens[rows.to(model.device), :width]).hidden  # (chunk, width, C)
+            real = (torch.arange(width) < lengths[rows, None]).to(model.device)  # (chunk, width)
+            hidden[rows.to(model.device), :width] = out * real[..., None]
     return hidden
 
 

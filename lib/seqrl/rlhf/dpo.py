@@ -34,7 +34,7 @@ from ..models.optim import adam, gradient_step
 from ..models.schedules import record_evaluation, warmup_linear_decay
 from ..models.scoring import logprobs as score_logprobs
 from ..text.tokenizer import Tokenizer
-from ..utils import progress
+from ..utils import evaluating, progress
 from .objectives import dpo_loss
 
 __all__ = ["DPOHistory", "sequence_logprobs", "implicit_rewards", "implicit_reward_accuracy", "train_dpo"]
@@ -59,14 +59,10 @@ def sequence_logprobs(model: GPT, batch: Completions, rows: torch.Tensor | None 
 
 @torch.no_grad()
 def _all_sequence_logprobs(model: GPT, batch: Completions) -> torch.Tensor:
-    was_training = model.training
-    model.eval()
-    try:
-        n = batch.tokens.shape[0]
+    n = batch.tokens.shape[0]
+    with evaluating(model):
         return torch.cat([sequence_logprobs(model, batch, torch.arange(i, min(i + _CHUNK, n), device=batch.tokens.device))
                           for i in range(0, n, _CHUNK)])
-    finally:
-        model.train(was_training)
 
 
 @torch.no_grad()

@@ -37,6 +37,7 @@ from ..models.scoring import logprobs as score_logprobs
 from ..text.batching import pad_batch
 from ..text.arithmetic import AdditionTask
 from ..text.tokenizer import Tokenizer
+from ..utils import evaluating
 
 __all__ = [
     "AdditionOracle",
@@ -98,9 +99,7 @@ def answer_logprobs(
         raise ValueError(f"prompt ({L}) + answer ({N}) tokens exceed the model's block_size {model.config.block_size}")
     chunk = max(1, _ROWS_PER_PASS // A)  # prompts per forward pass
     rows = []
-    was_training = model.training
-    model.eval()  # exact numbers: no dropout
-    try:
+    with evaluating(model):  # exact numbers: no dropout
         for start in range(0, len(prompts), chunk):
             p_tok, p_mask = prompt_tokens[start : start + chunk], prompt_mask[start : start + chunk]
             n = p_tok.shape[0]
@@ -109,8 +108,6 @@ def answer_logprobs(
             token_lp = score_logprobs(model, sequences.to(device), attention.to(device), L, temperature)  # (n*A, N)
             sequence_lp = (token_lp.double() * answer_mask.repeat(n, 1).to(device)).sum(dim=1)
             rows.append(sequence_lp.view(n, A).cpu())
-    finally:
-        model.train(was_training)
     return torch.cat(rows)  # (P, A)
 
 

@@ -38,7 +38,7 @@ from ..models.heads import ValueHead, gather_last
 from ..models.optim import adamw, gradient_step
 from ..models.schedules import warmup_linear_decay
 from ..text.tokenizer import Tokenizer
-from ..utils import progress
+from ..utils import evaluating, progress
 from .objectives import bradley_terry_loss
 from .preferences import PreferencePairs
 from .reinforce import RewardFn
@@ -114,9 +114,7 @@ class RewardModel(nn.Module):
             raise ValueError(f"need one prompt, text and finished flag per response, got {len(prompts)}, {len(texts)}, {len(flags)}")
         if not prompts:
             raise ValueError("nothing to score")
-        was_training = self.training
-        self.eval()
-        try:
+        with evaluating(self):
             scores = torch.empty(len(prompts), device=self.device)
             lengths = [len(self.tokenizer.encode(t)) for t in texts]
             empty = [i for i, (n, f) in enumerate(zip(lengths, flags)) if n == 0 and not f]
@@ -129,8 +127,6 @@ class RewardModel(nn.Module):
             for rows in _chunks(empty, _SCORE_CHUNK):
                 tokens, mask = encode_prompts(self.tokenizer, [prompts[i] for i in rows], self.device)
                 scores[rows] = self(tokens, mask)
-        finally:
-            self.train(was_training)
         return scores
 
     def reward_fn(self) -> RewardFn:
