@@ -280,10 +280,6 @@ class GPT(nn.Module):
                 f"past must hold {self.config.n_layer} layers of batch {B}, "
                 f"got {len(past)} layers of batch {past[0][0].shape[0]}"
             )
-        if T_past + T > self.config.block_size and (attention_mask is None or past is None):
-            raise ValueError(
-                f"sequence of {T_past + T} tokens exceeds the model's block_size {self.config.block_size}"
-            )
         static = isinstance(past, StaticKVCache)
         if static and T_past + T > past.capacity:
             raise ValueError(f"sequence of {T_past + T} tokens exceeds the StaticKVCache's capacity {past.capacity}")
@@ -292,7 +288,7 @@ class GPT(nn.Module):
             attention_mask = torch.ones(B, T_past + T, dtype=torch.long, device=device)
         positions, attn_mask = self._positions_and_mask(B, T, T_past, attention_mask, device)
         if T and int(positions.max()) >= self.config.block_size:
-            # a cache with padding inside it may hold more slots than block_size, but no more real tokens
+            # positions count real tokens: padding (also inside a cache) does not use up block_size
             raise ValueError(
                 f"sequence of {int(positions.max()) + 1} tokens exceeds the model's block_size {self.config.block_size}"
             )
