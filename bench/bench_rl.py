@@ -26,9 +26,11 @@ either side erratic (up to 20x slower), one thread did not.
 
 **Work differences that are the implementations', not the bench's.** seqrl re-scores only the
 completions whose advantage is non-zero (a prompt whose ``k`` completions all earn the same reward
-adds nothing to the gradient), and scores the reference model even when the KL coefficient is 0;
-TRL's RLOO computes the old log-probabilities in an extra forward pass and an entropy, GRPO
-(one step per generation) skips the old log-probabilities. The column ``signal_%`` gives the share of
+adds nothing to the gradient), runs the prompts' forward pass once per distinct prompt when it
+samples (the ``k`` copies share it), and on the CPU scores responses in groups of similar length
+(:func:`seqrl.models.scoring.length_buckets`) instead of padding every row to the longest; neither
+side scores a reference model at beta = 0. TRL's RLOO computes the old log-probabilities in an
+extra forward pass and an entropy, GRPO (one step per generation) skips the old log-probabilities. The column ``signal_%`` gives the share of
 completions in groups with unequal rewards (the rows seqrl re-scores).
 
 **PPO** (if :mod:`seqrl.rlhf.ppo` exists): one iteration of seqrl's PPO = rollout + 4 epochs x 4
@@ -130,7 +132,8 @@ def seqrl_ppo(model: GPT, tokenizer, task: Task, P: int, k: int, warmup: int, it
     """Iterations per second of seqrl's PPO: :func:`collect_rollout` + :func:`ppo_update` (4 epochs x 4 minibatches)."""
     rloo = advantages == "rloo"
     config = PPOConfig(rollouts=P * k, samples_per_prompt=k, minibatches=4, epochs=4, lr=LR, max_new_tokens=task.max_new_tokens,
-                       advantages=advantages, kl_coef=0.0 if rloo else 0.05, exact_kl=False)
+                       advantages=advantages, kl_coef=0.0 if rloo else 0.05, exact_kl=False,
+                       track_kl=not rloo)  # beta = 0: no reference forward pass, as TRL at beta = 0
     policy, reference = PolicyWithValueHead(copy.deepcopy(model)), copy.deepcopy(model)
     policy.eval()
     reference.eval()

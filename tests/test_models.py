@@ -94,6 +94,27 @@ def test_stopped_rows_leave_the_cached_batch_without_changing_any_sample(small_g
         torch.testing.assert_close(cached.logprobs, recomputed.logprobs, atol=1e-5, rtol=0)
 
 
+def test_identical_prompts_are_computed_once_and_sample_as_if_each_had_its_own(small_gpt):
+    """k samples of each prompt (RLOO, best-of-n): the prompts' forward pass runs on the distinct
+    prompts only (one row per prompt), and the samples are those of the recomputing path."""
+    prompts = torch.randint(1, 23, (4, 3), generator=torch.Generator().manual_seed(5))
+    mask = torch.tensor([[1, 1, 1], [0, 1, 1], [0, 0, 1], [0, 1, 1]])
+    prompts[3, 1:] = prompts[1, 1:]  # rows 1 and 3: the same real tokens behind different padding tokens
+    prompts, mask = prompts.repeat_interleave(3, dim=0), mask.repeat_interleave(3, dim=0)  # 12 rows, 3 distinct prompts
+    prompt_batches = []
+    hook = small_gpt.tok_emb.register_forward_hook(lambda module, args, out: prompt_batches.append(tuple(args[0].shape)))
+    try:
+        kwargs = dict(stop_token=5, pad_token=0, attention_mask=mask, temperature=1.0)
+        cached = small_gpt.generate(prompts, 20, use_cache=True, generator=torch.Generator().manual_seed(1), **kwargs)
+    finally:
+        hook.remove()
+    assert prompt_batches[0] == (3, 3)  # the prefill: 3 distinct prompts, not 12 rows
+    recomputed = small_gpt.generate(prompts, 20, use_cache=False, generator=torch.Generator().manual_seed(1), **kwargs)
+    assert torch.equal(cached.tokens, recomputed.tokens)
+    torch.testing.assert_close(cached.logprobs, recomputed.logprobs, atol=1e-5, rtol=0)
+    assert len({tuple(row.tolist()) for row in cached.tokens}) > 6  # copies of a prompt sample different tokens
+
+
 def test_left_padding_does_not_change_logits_or_samples(small_gpt):
     prompt = torch.randint(1, 23, (1, 5))
     padded = torch.cat([torch.zeros(1, 4, dtype=torch.long), prompt], dim=1)
@@ -269,3 +290,72 @@ def test_encode_completions_lays_out_stored_responses_as_the_sampler_does():
         encode_completions(tok, ["a", "b"], ["a"], [True, True])
     with pytest.raises(ValueError, match="empty and unfinished"):
         encode_completions(tok, ["a"], [""], [False])
+
+
+def test_length_buckets_minimise_padded_work_plus_a_cost_per_group():
+    from seqrl.models.scoring import length_buckets
+
+    # 10 short rows and 2 long ones: one group costs 12 * 20 + c, two cost 10 * 5 + 2 * 20 + 2c
+    widths = [5] * 10 + [20, 20]
+    assert length_buckets(widths, group_cost=100) == [(list(range(10)), 5), ([10, 11], 20)]  # 290 < 340
+    assert length_buckets(widths, group_cost=200) == [(list(range(12)), 20)]  # 440 < 490
+    # unsorted rows come back grouped by width, every row exactly once, each group at its largest width
+    widths = [9, 3, 3, 9, 4, 30, 3]
+    groups = length_buckets(widths, group_cost=4)
+    assert sorted(r for rows, _ in groups for r in rows) == list(range(7))
+    assert all(width == max(widths[r] for r in rows) for rows, width in groups)
+    assert groups == [([1, 2, 6, 4], 4), ([0, 3], 9), ([5], 30)]
+    # the split is the cheapest of all splits of the sorted order (brute force over cut points)
+    import itertools
+
+    ordered = sorted(widths)
+    def cost(cuts):
+        bounds = [0, *cuts, len(ordered)]
+        return sum((b - a) * ordered[b - 1] + 4 for a, b in zip(bounds, bounds[1:]))
+    best = min(cost(c) for n in range(7) for c in itertools.combinations(range(1, 7), n))
+    assert sum(len(rows) * width + 4 for rows, width in groups) == best
+    assert length_buckets([]) == []
+
+
+def test_scoring_in_length_groups_and_shared_prompts_gives_the_values_and_gradients_of_one_pass():
+    """Rows of very different lengths are scored in groups, each cut to its longest row, and rows
+    that share a prompt compute it once: the log-probabilities, hidden states and gradients on the
+    real tokens are those of one full pass."""
+    from seqrl.models import logprobs, sample_completions, token_logprobs
+    from seqrl.models.scoring import _groups, _shared_prompts
+    from seqrl.text import CharTokenizer
+
+    tok = CharTokenizer(tuple("abc"))
+    torch.manual_seed(3)
+    model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=40, n_layer=2, n_head=2, n_embd=16)).eval()
+    prompts = ["a", "abcab", "", "cc"] * 16
+    out = sample_completions(model, tok, prompts, 30, generator=torch.Generator().manual_seed(0))
+    # make the lengths very unequal: end half of the rows after 2 tokens
+    tokens, mask = out.tokens.clone(), out.mask.clone()
+    tokens[::2, 2:], mask[::2, 2:] = tok.pad_id, 0
+    tokens[::2, 1] = tok.eos_id
+    sequences = torch.cat([out.prompt_tokens, tokens], dim=1)
+    attention = torch.cat([out.prompt_mask, mask], dim=1)
+    start = out.prompt_tokens.shape[1]
+    groups = _groups(sequences, attention, start)
+    assert len(groups) >= 2  # this batch is scored in groups
+    assert any(_shared_prompts(sequences[rows, :w], attention[rows, :w], start, 128)[0] is not None for rows, w in groups)
+
+    def one_pass(model, sequences, attention, start, temperature, return_hidden):
+        out = model(sequences, attention_mask=attention)
+        return token_logprobs(out.logits[:, start - 1 : -1], sequences[:, start:], temperature), out.hidden[:, start - 1 : -1]
+
+    def loss_and_grads(score):
+        model.zero_grad()
+        lp, hidden = score(model, sequences, attention, start, 0.8, True)
+        (lp * mask).sum().backward()
+        return lp.detach(), hidden.detach(), [p.grad.clone() for p in model.parameters()]
+
+    grouped = loss_and_grads(logprobs)
+    one_pass = loss_and_grads(one_pass)
+    real = mask.bool()
+    torch.testing.assert_close(grouped[0][real], one_pass[0][real], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(grouped[1][real], one_pass[1][real], atol=1e-5, rtol=1e-5)
+    for g1, g2 in zip(grouped[2], one_pass[2]):
+        torch.testing.assert_close(g1, g2, atol=1e-5, rtol=1e-4)
+    assert torch.isfinite(grouped[0]).all() and torch.isfinite(grouped[1]).all()  # padding columns: finite

@@ -261,3 +261,33 @@ def test_target_kl_stops_the_update_before_the_step_that_would_move_the_policy_t
     assert some_stats["approx_kl"] <= 1.5 * target
     with pytest.raises(ValueError, match="target_kl must be > 0"):
         PPOConfig(target_kl=0.0)
+
+
+def test_without_a_penalty_and_without_tracking_the_reference_is_never_scored(tiny_addition, one_torch_thread):
+    """beta = 0 and track_kl=False: the reference's forward pass is skipped (as TRL does at beta = 0);
+    the advantages are those of the tracked run and the KL is NaN, not a 0 nobody measured."""
+    model, tokenizer = tiny_addition
+    calls = []
+    reference = copy.deepcopy(model)
+    reference.register_forward_hook(lambda *args: calls.append(1))
+    rollouts = {}
+    for track in (True, False):
+        calls.clear()
+        config = PPOConfig(rollouts=32, minibatches=2, max_new_tokens=4, kl_coef=0.0, advantages="rloo", samples_per_prompt=4,
+                           track_kl=track)
+        policy = PolicyWithValueHead(copy.deepcopy(model))
+        with torch.no_grad():
+            policy.lm.lm_head.weight.mul_(1.2)  # unlike the reference: a tracked KL is not 0
+        rollouts[track] = collect_rollout(policy, reference, tokenizer, TASK.prompts(32, seed=0), ends_in_zero, config,
+                                          generator=torch.Generator().manual_seed(0))
+        assert bool(calls) == track
+    tracked, skipped = rollouts[True], rollouts[False]
+    assert (tracked.kl.sum(dim=1) != 0).any() and torch.isnan(skipped.kl).all() and torch.isnan(skipped.ref_logprobs).all()
+    torch.testing.assert_close(skipped.advantages, tracked.advantages)
+    torch.testing.assert_close(skipped.logprobs, tracked.logprobs)
+    # a penalty (or an adaptive one) always needs the reference
+    calls.clear()
+    config = PPOConfig(rollouts=32, minibatches=2, max_new_tokens=4, kl_coef=0.1, track_kl=False)
+    collect_rollout(PolicyWithValueHead(copy.deepcopy(model)), reference, tokenizer, TASK.prompts(32, seed=0), ends_in_zero, config,
+                    generator=torch.Generator().manual_seed(0))
+    assert calls

@@ -394,12 +394,12 @@ class GPT(nn.Module):
         mask = None if attention_mask is None else attention_mask.to(idx.device).long()
 
         with evaluating(self):
-            seq, step_input = idx, idx
-            # One buffer for the whole sample, written in place: no step copies the cached past.
-            past = StaticKVCache.for_model(self, B, T + max_new_tokens) if use_cache else None
+            seq, step_input, past = idx, idx, None
             cached_rows = torch.arange(B, device=idx.device)  # the rows still in the cache (running ones)
             for t in range(max_new_tokens):
-                if use_cache:
+                if use_cache and t == 0:
+                    logits, past = self._prefill(idx, mask, T + max_new_tokens)
+                elif use_cache:
                     logits = self(step_input, past=past, attention_mask=mask).logits[:, -1]
                     if len(cached_rows) < B:  # every row draws its uniform, so the random stream is that of B rows
                         logits = logits.new_zeros(B, logits.shape[-1]).index_copy_(0, cached_rows, logits)
@@ -428,3 +428,20 @@ class GPT(nn.Module):
                 if mask is not None:
                     mask = torch.cat([mask, mask.new_ones(len(mask), 1)], dim=1)
         return Generation(tokens, logprobs)
+
+    def _prefill(self, idx: torch.Tensor, mask: torch.Tensor | None, capacity: int) -> tuple[torch.Tensor, StaticKVCache]:
+        """The next-token logits ``(B, V)`` after the prompts ``idx (B, T)`` and a :class:`StaticKVCache`
+        of ``capacity`` slots holding them. One buffer for the whole sample, written in place: no step
+        copies the cached past. Identical prompts (the ``k`` samples of a prompt in RLOO, GRPO or
+        best-of-n) are computed once and their keys and values copied to every row that shares them."""
+        key = idx if mask is None else idx.masked_fill(mask == 0, -1)  # two rows alike = same real tokens, same padding
+        distinct, inverse = torch.unique(key, dim=0, return_inverse=True)
+        if len(distinct) == len(idx):
+            past = StaticKVCache.for_model(self, len(idx), capacity)
+            return self(idx, past=past, attention_mask=mask).logits[:, -1], past
+        rows = torch.arange(len(idx), device=idx.device)
+        first = torch.zeros(len(distinct), dtype=torch.long, device=idx.device).scatter_reduce_(0, inverse, rows, "amin", include_self=False)
+        past = StaticKVCache.for_model(self, len(distinct), capacity)
+        logits = self(idx[first], past=past, attention_mask=None if mask is None else mask[first]).logits[:, -1]
+        past.select(inverse)  # every row gets its prompt's keys and values
+        return logits[inverse], past

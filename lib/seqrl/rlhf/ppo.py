@@ -114,6 +114,7 @@ class PPOConfig:
     advantages: Literal["gae", "rloo"] = "gae"  # "rloo": critic-free leave-one-out baseline
     samples_per_prompt: int = 1  # k responses per prompt (adjacent rows); "rloo" needs k >= 2
     exact_kl: bool = True  # log the exact per-prefix KL and entropy (two extra forward passes)
+    track_kl: bool = True  # score the reference to log the sampled KL even when kl_coef = 0 (False: skip that forward pass)
     eval_every: int = 10
     seed: int = 0
 
@@ -307,12 +308,14 @@ def collect_rollout(
         scores = scores - config.missing_eos_penalty * (~batch.finished).to(scores.dtype)
     sequences, attention, start = batch.sequences, batch.attention_mask, batch.prompt_tokens.shape[1]
     mask = batch.mask.to(torch.float32)
-    ref_lp = score_logprobs(reference, sequences, attention, start, config.temperature)
     if config.advantages == "gae":
         old_lp, values = policy(sequences, attention, start, config.temperature)
         values = values * mask
     else:
         old_lp, values = policy.score(sequences, attention, start, config.temperature), torch.zeros_like(mask)
+    # No penalty and no KL to log (track_kl=False): the reference's forward pass would be wasted.
+    skip_reference = kl_coef == 0 and not config.track_kl and config.kl_target is None
+    ref_lp = old_lp if skip_reference else score_logprobs(reference, sequences, attention, start, config.temperature)
     old_lp, ref_lp = old_lp * mask, ref_lp * mask  # 0 on padding
     rewards, kl = kl_penalised_rewards(old_lp, ref_lp, scores, mask, kl_coef)
     if config.advantages == "gae":
@@ -320,6 +323,8 @@ def collect_rollout(
     else:
         advantages = rloo_advantages(scores, kl, mask, kl_coef, config.samples_per_prompt, config.whiten_advantages)
         returns = torch.zeros_like(mask)
+    if skip_reference:  # not measured: NaN, never a KL of 0 that was not observed
+        ref_lp, kl = torch.full_like(ref_lp, float("nan")), torch.full_like(kl, float("nan"))
     return Rollout(batch, scores, raw_scores, old_lp, ref_lp, values, rewards, kl, advantages, returns, mask, float(kl_coef))
 
 
