@@ -291,3 +291,39 @@ def test_without_a_penalty_and_without_tracking_the_reference_is_never_scored(ti
     collect_rollout(PolicyWithValueHead(copy.deepcopy(model)), reference, tokenizer, TASK.prompts(32, seed=0), ends_in_zero, config,
                     generator=torch.Generator().manual_seed(0))
     assert calls
+
+
+def test_minibatches_hold_whole_groups_of_a_prompts_responses(tiny_addition, one_torch_thread):
+    """k responses per prompt: every minibatch holds all k responses of its prompts (so their
+    leave-one-out advantages sum to zero in it), and over the epochs the groups are reshuffled."""
+    from seqrl.rlhf.ppo import ppo_optimizer, ppo_update
+
+    model, tokenizer = tiny_addition
+    k = 4
+    config = PPOConfig(rollouts=64, minibatches=4, epochs=3, max_new_tokens=4, kl_coef=0.0, advantages="rloo", samples_per_prompt=k,
+                       track_kl=False)
+    policy = PolicyWithValueHead(copy.deepcopy(model))
+    prompts = [p for p in TASK.prompts(64 // k, seed=1) for _ in range(k)]
+    rollout = collect_rollout(policy, model, tokenizer, prompts, ends_in_zero, config, generator=torch.Generator().manual_seed(0))
+    seen, score = [], policy.score
+    start = rollout.response_start
+
+    def recording_score(sequences, *args):
+        # which rollout rows this minibatch is: match its rows to the rollout's rows
+        full = rollout.sequences[:, : sequences.shape[1]]
+        seen.append([int((full == row).all(dim=1).nonzero()[0]) // k for row in sequences])
+        return score(sequences, *args)
+
+    policy.score = recording_score
+    optimizer, _ = ppo_optimizer(policy, config)
+    ppo_update(policy, optimizer, rollout, config, torch.Generator().manual_seed(0))
+    assert len(seen) == 3 * 4
+    for groups in seen:
+        counts = {g: groups.count(g) for g in groups}
+        assert set(counts.values()) == {k} and len(counts) == 64 // k // 4, counts  # 4 whole groups of 4
+    assert {tuple(sorted(set(g))) for g in seen[:4]} != {tuple(sorted(set(g))) for g in seen[4:8]}  # reshuffled
+    # the advantages of each minibatch sum to zero over its groups (leave-one-out, before whitening: per group)
+    per_response = rollout.advantages.sum(dim=1) / rollout.mask.sum(dim=1)
+    for groups in seen:
+        rows = [g * k + j for g in sorted(set(groups)) for j in range(k)]
+        assert abs(float(per_response[rows].sum())) < 1e-4

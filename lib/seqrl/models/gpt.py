@@ -85,7 +85,12 @@ class StaticKVCache:
         """Keep only the sequences ``rows`` (indices into the batch, in that order): e.g. drop the
         games that have ended, so later steps compute only the others."""
         rows = torch.as_tensor(rows, dtype=torch.long, device=self.keys.device)
-        self.keys, self.values = self.keys[:, rows], self.values[:, rows]
+        keys = self.keys.new_zeros(self.keys.shape[0], len(rows), *self.keys.shape[2:])
+        values = torch.zeros_like(keys)
+        # only the filled slots are copied: the rest are written later (early in a sample, most of them)
+        keys[:, :, :, : self.length] = self.keys[:, rows, :, : self.length]
+        values[:, :, :, : self.length] = self.values[:, rows, :, : self.length]
+        self.keys, self.values = keys, values
 
     def write(self, layer: int, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store ``keys, values (B, n_head, T, head_dim)`` after the cached positions of ``layer``;

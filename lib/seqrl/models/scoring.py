@@ -40,7 +40,7 @@ def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: floa
     return F.log_softmax(logits.float() / temperature, dim=-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
 
 
-def length_buckets(widths: list[int], group_cost: int = GROUP_COST) -> list[tuple[list[int], int]]:
+def length_buckets(widths: list[int], group_cost: int | None = None) -> list[tuple[list[int], int]]:
     r"""Split rows of widths :math:`w_i` into groups, each scored at its own largest width.
 
     Rows sorted by width, the groups are runs of that order; the split minimises the padded work
@@ -49,13 +49,14 @@ def length_buckets(widths: list[int], group_cost: int = GROUP_COST) -> list[tupl
 
     Args:
         widths: each row's width (its last real column + 1).
-        group_cost: :math:`c`, one group's overhead in row-columns.
+        group_cost: :math:`c`, one group's overhead in row-columns (default :data:`GROUP_COST`).
 
     Returns:
         ``[(rows, width), ...]``: row indices (ascending width, stable) and the group's width.
     """
     if not widths:
         return []
+    group_cost = GROUP_COST if group_cost is None else group_cost
     order = sorted(range(len(widths)), key=widths.__getitem__)
     distinct = sorted(set(widths))
     # rows_upto[j]: rows of width <= distinct[j - 1]
@@ -139,9 +140,9 @@ def _groups(sequences: torch.Tensor, attention_mask: torch.Tensor, response_star
     return groups
 
 
-def _score(model, sequences, attention_mask, response_start, temperature, return_hidden, group_cost: int = GROUP_COST):
+def _score(model, sequences, attention_mask, response_start, temperature, return_hidden):
     """One group: a forward pass over the rows, or two when rows share their prompt (see :func:`logprobs`)."""
-    prompts, inverse = _shared_prompts(sequences, attention_mask, response_start, group_cost)
+    prompts, inverse = _shared_prompts(sequences, attention_mask, response_start, GROUP_COST)
     if prompts is None:
         out = model(sequences, attention_mask=attention_mask)
         logits, hidden = out.logits[:, response_start - 1 : -1], out.hidden[:, response_start - 1 : -1]  # position t-1 predicts token t

@@ -112,7 +112,7 @@ class PPOConfig:
     # KL(pi_old || pi) per token exceeds 1.5 * target_kl ends the update before its step; None: never
     target_kl: float | None = None
     advantages: Literal["gae", "rloo"] = "gae"  # "rloo": critic-free leave-one-out baseline
-    samples_per_prompt: int = 1  # k responses per prompt (adjacent rows); "rloo" needs k >= 2
+    samples_per_prompt: int = 1  # k responses per prompt (adjacent rows, kept together in a minibatch); "rloo" needs k >= 2
     exact_kl: bool = True  # log the exact per-prefix KL and entropy (two extra forward passes)
     track_kl: bool = True  # score the reference to log the sampled KL even when kl_coef = 0 (False: skip that forward pass)
     eval_every: int = 10
@@ -360,7 +360,7 @@ def ppo_update(
     for epoch in range(config.epochs):
         if too_far:
             break
-        order = torch.randperm(B, generator=generator).to(rollout.mask.device)
+        order = _minibatch_order(B, size, config.samples_per_prompt, generator).to(rollout.mask.device)
         for k in range(config.minibatches):
             rows = order[k * size : (k + 1) * size]
             mask = rollout.mask[rows]
@@ -396,6 +396,18 @@ def ppo_update(
     out["first_ratio_error"] = first_ratio_error
     out["minibatch_steps"] = float(steps)
     return out
+
+
+def _minibatch_order(B: int, size: int, k: int, generator: torch.Generator | None) -> torch.Tensor:
+    """A random order of the ``B`` rows, cut into minibatches of ``size``. With ``k > 1`` responses per
+    prompt (adjacent rows) the groups are shuffled whole when they fit, so a minibatch holds all ``k``
+    responses of its prompts: their leave-one-out advantages sum to zero inside it, and the prompt's
+    forward pass is shared (:func:`seqrl.models.logprobs`). Each minibatch is still a uniformly random
+    set of groups, so its gradient is an unbiased estimate of the batch's."""
+    if k > 1 and B % k == 0 and size % k == 0:
+        groups = torch.randperm(B // k, generator=generator)
+        return (groups[:, None] * k + torch.arange(k)).reshape(-1)
+    return torch.randperm(B, generator=generator)
 
 
 @dataclass
