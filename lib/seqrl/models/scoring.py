@@ -89,8 +89,8 @@ def logprobs(
     .. math:: \log\pi_\theta(y_t \mid x, y_{<t}) = \log\operatorname{softmax}\big(z_\theta(x, y_{<t})/\tau\big)[y_t]
 
     On the CPU rows are scored in groups of similar length (:func:`length_buckets`), each cut after
-    its longest row's last real token; columns after a row's last real token are then 0 instead of
-    the junk a full-width pass puts there. Gradients flow as through one pass.
+    its longest row's last real token (the columns past a group's width hold 0), and rows that share
+    a prompt compute it once (module docstring). Values and gradients are those of one pass.
 
     Args:
         model: the policy or reference GPT.

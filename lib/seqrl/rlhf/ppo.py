@@ -9,8 +9,9 @@ One iteration of :func:`train_ppo` reads top to bottom:
    ``reward(prompts, texts, finished) -> (B,)`` (a learned reward model, the gold, a rule);
    subtract ``missing_eos_penalty`` from responses that never wrote ``<eos>``; score the tokens
    with the one :func:`~seqrl.models.logprobs` under the policy (:math:`\log\pi_{\text{old}}`, with its
-   values :math:`V(s_t)`) and the frozen reference (:math:`\log\pi_{\text{ref}}`). These are computed
-   once per rollout and never again during the epochs.
+   values :math:`V(s_t)`) and the frozen reference (:math:`\log\pi_{\text{ref}}`; skipped when
+   :math:`\beta = 0` and ``track_kl=False``). These are computed once per rollout and never again
+   during the epochs.
 2. **Per-token reward** (:func:`~seqrl.rlhf.kl_penalised_rewards`):
    :math:`r_t = -\beta(\log\pi_{\text{old}}(y_t|s_t) - \log\pi_{\text{ref}}(y_t|s_t)) + \mathbb 1[t=T]\,r_\phi(x,y)`,
    the score on the last real token.
@@ -19,7 +20,8 @@ One iteration of :func:`train_ppo` reads top to bottom:
    the real tokens of the batch. Or, critic-free (``advantages="rloo"``, :func:`rloo_advantages`):
    the sequence reward :math:`R_i = r_\phi - \beta\sum_t k_1` minus the mean of the other ``k - 1``
    responses to the same prompt (Ahmadian et al. 2024), the same for every token of the response.
-4. **Update** (:func:`ppo_update`): ``epochs`` passes over shuffled minibatches of the clipped
+4. **Update** (:func:`ppo_update`): ``epochs`` passes over shuffled minibatches (with ``k`` responses
+   per prompt, shuffled as whole groups of ``k``) of the clipped
    policy loss :func:`~seqrl.rl.ppo_policy_loss` plus ``vf_coef`` times the clipped value loss
    :func:`~seqrl.rl.ppo_value_loss`; Adam with eps 1e-5; gradient norm clipped. The value head
    (and a separate critic) gets its own, larger learning rate ``value_lr``: Adam moves a weight by
