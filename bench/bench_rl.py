@@ -245,7 +245,7 @@ def _quiet() -> None:
         pass
 
 
-def main(P: int = 32, k: int = 4, warmup: int = 2, rounds: int = 2, seqrl_iters: int = 10, trl_iters: int = 4,
+def main(P: int = 32, k: int = 4, warmup: int = 2, rounds: int = 5, seqrl_iters: int = 30, trl_iters: int = 10,
          ppo_iters: int = 5, threads: int | None = None) -> list[dict]:
     _quiet()
     threads = seqrl.configure_threads(threads or int(os.environ.get("SEQRL_NUM_THREADS", "0")) or 1)

@@ -327,3 +327,18 @@ def test_minibatches_hold_whole_groups_of_a_prompts_responses(tiny_addition, one
     for groups in seen:
         rows = [g * k + j for g in sorted(set(groups)) for j in range(k)]
         assert abs(float(per_response[rows].sum())) < 1e-4
+
+
+def test_minibatch_order_shuffles_rows_when_groups_do_not_fit():
+    from seqrl.rlhf.ppo import _minibatch_order
+
+    # one response per prompt: exactly the row shuffle PPO always used (same generator draws)
+    torch.testing.assert_close(_minibatch_order(16, 4, 1, torch.Generator().manual_seed(3)), torch.randperm(16, generator=torch.Generator().manual_seed(3)))
+    # groups of 4 in minibatches of 6 cannot stay whole: rows are shuffled one by one
+    order = _minibatch_order(12, 6, 4, torch.Generator().manual_seed(0))
+    assert sorted(order.tolist()) == list(range(12))
+    torch.testing.assert_close(order, torch.randperm(12, generator=torch.Generator().manual_seed(0)))
+    # groups that fit: a permutation of whole, contiguous groups
+    order = _minibatch_order(12, 6, 3, torch.Generator().manual_seed(0)).view(4, 3)
+    assert sorted(order.flatten().tolist()) == list(range(12))
+    assert all(row.tolist() == list(range(int(row[0]), int(row[0]) + 3)) and int(row[0]) % 3 == 0 for row in order)
