@@ -102,3 +102,20 @@ def test_grammar_entropy_matches_a_monte_carlo_estimate():
     mean_tokens = sum(len(s) + 1 for s in sentences) / n
     assert abs(mean_tokens - grammar.mean_tokens()) < 0.2
     assert grammar.num_sentences() == (2 * 6 * 6) * 5 * (2 * 6 * 6)
+
+
+def test_distinct_rows_ignore_what_sits_under_the_padding():
+    from seqrl.text.batching import distinct_rows
+
+    tokens = torch.tensor([[5, 1, 2], [9, 1, 2], [5, 1, 2], [0, 3, 2], [5, 1, 2]])
+    mask = torch.tensor([[0, 1, 1], [0, 1, 1], [1, 1, 1], [0, 1, 1], [0, 1, 1]])
+    first, inverse = distinct_rows(tokens, mask)
+    # rows 0, 1 and 4: the same real tokens behind different padding; row 2 has a real 5; row 3 differs
+    assert len(first) == 3
+    assert inverse[0] == inverse[1] == inverse[4] and len({int(inverse[0]), int(inverse[2]), int(inverse[3])}) == 3
+    key = tokens.masked_fill(mask == 0, -1)
+    assert torch.equal(key[first][inverse], key)
+    assert int(first[inverse[0]]) == 0  # the first row of each kind stands for it
+    plain_first, plain_inverse = distinct_rows(tokens)  # without a mask every token counts: rows 0 and 1 differ now
+    assert len(plain_first) == 3 and plain_inverse[0] == plain_inverse[2] == plain_inverse[4] != plain_inverse[1]
+    assert torch.equal(tokens[plain_first][plain_inverse], tokens)

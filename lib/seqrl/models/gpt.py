@@ -25,6 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..text.batching import distinct_rows
 from ..utils import evaluating
 from .sampling import sample_from_logits
 
@@ -439,14 +440,11 @@ class GPT(nn.Module):
         of ``capacity`` slots holding them. One buffer for the whole sample, written in place: no step
         copies the cached past. Identical prompts (the ``k`` samples of a prompt in RLOO, GRPO or
         best-of-n) are computed once and their keys and values copied to every row that shares them."""
-        key = idx if mask is None else idx.masked_fill(mask == 0, -1)  # two rows alike = same real tokens, same padding
-        distinct, inverse = torch.unique(key, dim=0, return_inverse=True)
-        if len(distinct) == len(idx):
+        first, inverse = distinct_rows(idx, mask)
+        if len(first) == len(idx):
             past = StaticKVCache.for_model(self, len(idx), capacity)
             return self(idx, past=past, attention_mask=mask).logits[:, -1], past
-        rows = torch.arange(len(idx), device=idx.device)
-        first = torch.zeros(len(distinct), dtype=torch.long, device=idx.device).scatter_reduce_(0, inverse, rows, "amin", include_self=False)
-        past = StaticKVCache.for_model(self, len(distinct), capacity)
+        past = StaticKVCache.for_model(self, len(first), capacity)
         logits = self(idx[first], past=past, attention_mask=None if mask is None else mask[first]).logits[:, -1]
         past.select(inverse)  # every row gets its prompt's keys and values
         return logits[inverse], past

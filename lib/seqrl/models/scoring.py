@@ -22,6 +22,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..text.batching import distinct_rows
 from .gpt import GPT
 
 __all__ = ["length_buckets", "logprobs", "token_logprobs"]
@@ -163,10 +164,7 @@ def _shared_prompts(sequences, attention_mask, response_start, group_cost):
     ``rows``; ``(None, None)`` when sharing would save less than one group's cost."""
     if sequences.device.type != "cpu" or sequences.shape[0] < 2 or sequences.shape[1] - response_start < 2:
         return None, None
-    key = sequences[:, :response_start].masked_fill(attention_mask[:, :response_start] == 0, -1)
-    distinct, inverse = torch.unique(key, dim=0, return_inverse=True)
-    if (len(key) - len(distinct)) * response_start < group_cost:  # the prompt columns saved
+    first, inverse = distinct_rows(sequences[:, :response_start], attention_mask[:, :response_start])
+    if (len(sequences) - len(first)) * response_start < group_cost:  # the prompt columns saved
         return None, None
-    rows = torch.arange(len(key), device=key.device)
-    first = torch.zeros(len(distinct), dtype=torch.long, device=key.device).scatter_reduce_(0, inverse, rows, "amin", include_self=False)
     return first, inverse

@@ -11,7 +11,7 @@ from typing import Literal, Sequence
 
 import torch
 
-__all__ = ["pad_batch", "response_mask", "last_token_index", "lm_inputs_and_targets", "IGNORE_INDEX"]
+__all__ = ["pad_batch", "response_mask", "last_token_index", "lm_inputs_and_targets", "distinct_rows", "IGNORE_INDEX"]
 
 IGNORE_INDEX = -100  # targets with this value are skipped by F.cross_entropy
 
@@ -90,3 +90,16 @@ def lm_inputs_and_targets(tokens: torch.Tensor, mask: torch.Tensor) -> tuple[tor
         raise ValueError("sequences need at least two tokens to form next-token targets")
     targets = tokens[:, 1:].masked_fill(mask[:, 1:] == 0, IGNORE_INDEX)
     return tokens[:, :-1], targets
+
+
+def distinct_rows(tokens: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(first, inverse)``: the index of one row per distinct row of ``tokens (B, L)`` and, for every
+    row, the position of its copy in ``first``, so ``tokens[first][inverse]`` gives back ``tokens``.
+    With ``mask``, two rows are alike when they hold the same real tokens in the same places (what
+    sits under the padding does not count). Used to compute a prompt that ``k`` samples share once.
+    """
+    key = tokens if mask is None else tokens.masked_fill(mask == 0, -1)
+    distinct, inverse = torch.unique(key, dim=0, return_inverse=True)
+    rows = torch.arange(len(key), device=key.device)
+    first = torch.zeros(len(distinct), dtype=torch.long, device=key.device).scatter_reduce_(0, inverse, rows, "amin", include_self=False)
+    return first, inverse
