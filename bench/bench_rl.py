@@ -30,8 +30,9 @@ adds nothing to the gradient), runs the prompts' forward pass once per distinct 
 samples (the ``k`` copies share it), and on the CPU scores responses in groups of similar length
 (:func:`seqrl.models.scoring.length_buckets`) instead of padding every row to the longest; neither
 side scores a reference model at beta = 0. TRL's RLOO computes the old log-probabilities in an
-extra forward pass and an entropy, GRPO (one step per generation) skips the old log-probabilities. The column ``signal_%`` gives the share of
-completions in groups with unequal rewards (the rows seqrl re-scores).
+extra forward pass and an entropy, GRPO (one step per generation) skips the old log-probabilities.
+The column ``signal_%`` gives the share of completions in groups with unequal rewards (the rows
+seqrl re-scores).
 
 **PPO** (if :mod:`seqrl.rlhf.ppo` exists): one iteration of seqrl's PPO = rollout + 4 epochs x 4
 minibatches (16 Adam steps). With ``advantages="rloo"`` (no critic) it does the work of TRL's

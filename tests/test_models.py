@@ -339,7 +339,7 @@ def test_scoring_in_length_groups_and_shared_prompts_gives_the_values_and_gradie
     start = out.prompt_tokens.shape[1]
     groups = _groups(sequences, attention, start)
     assert len(groups) >= 2  # this batch is scored in groups
-    assert any(_shared_prompts(sequences[rows, :w], attention[rows, :w], start, 128)[0] is not None for rows, w in groups)
+    assert any(_shared_prompts(sequences[rows, :w], attention[rows, :w], start)[0] is not None for rows, w in groups)
 
     def one_pass(model, sequences, attention, start, temperature, return_hidden):
         out = model(sequences, attention_mask=attention)

@@ -285,7 +285,7 @@ def test_without_a_penalty_and_without_tracking_the_reference_is_never_scored(ti
     assert (tracked.kl.sum(dim=1) != 0).any() and torch.isnan(skipped.kl).all() and torch.isnan(skipped.ref_logprobs).all()
     torch.testing.assert_close(skipped.advantages, tracked.advantages)
     torch.testing.assert_close(skipped.logprobs, tracked.logprobs)
-    # a penalty (or an adaptive one) always needs the reference
+    # with a penalty the reference is scored whatever track_kl says
     calls.clear()
     config = PPOConfig(rollouts=32, minibatches=2, max_new_tokens=4, kl_coef=0.1, track_kl=False)
     collect_rollout(PolicyWithValueHead(copy.deepcopy(model)), reference, tokenizer, TASK.prompts(32, seed=0), ends_in_zero, config,

@@ -19,10 +19,12 @@ The result equals one full pass up to float rounding (tested, gradients included
 """
 from __future__ import annotations
 
+from bisect import bisect_right
+
 import torch
 import torch.nn.functional as F
 
-from ..text.batching import distinct_rows
+from ..text.batching import distinct_rows, last_token_index
 from .gpt import GPT
 
 __all__ = ["length_buckets", "logprobs", "token_logprobs"]
@@ -60,10 +62,7 @@ def length_buckets(widths: list[int], group_cost: int | None = None) -> list[tup
     group_cost = GROUP_COST if group_cost is None else group_cost
     order = sorted(range(len(widths)), key=widths.__getitem__)
     distinct = sorted(set(widths))
-    # rows_upto[j]: rows of width <= distinct[j - 1]
-    rows_upto = [0]
-    for w in distinct:
-        rows_upto.append(rows_upto[-1] + widths.count(w))
+    rows_upto = [bisect_right([widths[r] for r in order], w) for w in [0, *distinct]]  # rows of width <= w
     best, split = [0] + [None] * len(distinct), [0] * (len(distinct) + 1)
     for j in range(1, len(distinct) + 1):
         best[j], split[j] = min(
@@ -121,9 +120,7 @@ def logprobs(
         scored = scored if return_hidden else (scored,)
         pieces.append([F.pad(x, (0, 0) * (x.dim() - 2) + (0, N - x.shape[1])) for x in scored])  # back to N columns
         order.extend(rows)
-    inverse = torch.empty(len(order), dtype=torch.long)
-    inverse[torch.tensor(order)] = torch.arange(len(order))
-    inverse = inverse.to(sequences.device)
+    inverse = torch.argsort(torch.tensor(order, device=sequences.device))  # back to the caller's row order
     out = [torch.cat(parts)[inverse] for parts in zip(*pieces)]
     return tuple(out) if return_hidden else out[0]
 
@@ -133,8 +130,7 @@ def _groups(sequences: torch.Tensor, attention_mask: torch.Tensor, response_star
     not arithmetic, bound these tiny models; or when grouping saves nothing)."""
     if sequences.device.type != "cpu" or sequences.shape[0] < 2:
         return None
-    columns = torch.arange(sequences.shape[1])
-    widths = (torch.where(attention_mask != 0, columns, -1).max(dim=1).values + 1).clamp(min=response_start + 1)
+    widths = (last_token_index(attention_mask) + 1).clamp(min=response_start + 1)
     groups = length_buckets(widths.tolist())
     if len(groups) == 1 and groups[0][1] == sequences.shape[1]:
         return None
@@ -143,7 +139,7 @@ def _groups(sequences: torch.Tensor, attention_mask: torch.Tensor, response_star
 
 def _score(model, sequences, attention_mask, response_start, temperature, return_hidden):
     """One group: a forward pass over the rows, or two when rows share their prompt (see :func:`logprobs`)."""
-    prompts, inverse = _shared_prompts(sequences, attention_mask, response_start, GROUP_COST)
+    prompts, inverse = _shared_prompts(sequences, attention_mask, response_start)
     if prompts is None:
         out = model(sequences, attention_mask=attention_mask)
         logits, hidden = out.logits[:, response_start - 1 : -1], out.hidden[:, response_start - 1 : -1]  # position t-1 predicts token t
@@ -159,12 +155,12 @@ def _score(model, sequences, attention_mask, response_start, temperature, return
     return (scores, hidden) if return_hidden else scores
 
 
-def _shared_prompts(sequences, attention_mask, response_start, group_cost):
+def _shared_prompts(sequences, attention_mask, response_start):
     """``(rows, inverse)``: one row per distinct prompt and, for every row, its prompt's index in
     ``rows``; ``(None, None)`` when sharing would save less than one group's cost."""
     if sequences.device.type != "cpu" or sequences.shape[0] < 2 or sequences.shape[1] - response_start < 2:
         return None, None
     first, inverse = distinct_rows(sequences[:, :response_start], attention_mask[:, :response_start])
-    if (len(sequences) - len(first)) * response_start < group_cost:  # the prompt columns saved
+    if (len(sequences) - len(first)) * response_start < GROUP_COST:  # the prompt columns saved
         return None, None
     return first, inverse
